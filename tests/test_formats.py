@@ -1,0 +1,132 @@
+import json
+
+import numpy as np
+import pytest
+
+from drawgap.data.formats import (
+    Dataset,
+    Samples,
+    read_dataset,
+    read_samples,
+    write_dataset,
+    write_samples,
+)
+from drawgap.errors import InputError
+from tests.conftest import make_dataset
+
+
+def test_dataset_round_trip(tmp_path, tiny_dataset):
+    path = write_dataset(tiny_dataset, tmp_path / "d.npz")
+    back = read_dataset(path)
+    np.testing.assert_array_equal(back.images, tiny_dataset.images)
+    np.testing.assert_array_equal(back.labels, tiny_dataset.labels)
+    np.testing.assert_array_equal(back.exemplars, tiny_dataset.exemplars)
+    assert list(back.classes) == list(tiny_dataset.classes)
+    assert back.meta["format"] == "drawgap.dataset/1"
+    assert back.meta["image_size"] == 8
+    assert back.meta["name"] == "tiny"
+
+
+def test_samples_round_trip_and_human_rows(tmp_path, tiny_dataset):
+    s = tiny_dataset.to_samples()
+    assert s.samples.shape == (4, 3, 8, 8)
+    # each row holds the drawings of its class, exemplar row is the exemplar drawing
+    np.testing.assert_array_equal(s.samples[2], tiny_dataset.images[6:9])
+    np.testing.assert_array_equal(s.exemplars[1], tiny_dataset.images[3])
+    path = write_samples(s, tmp_path / "s.npz")
+    back = read_samples(path)
+    np.testing.assert_array_equal(back.samples, s.samples)
+    assert back.meta["generator"] == "human"
+    assert back.meta["format"] == "drawgap.samples/1"
+
+
+def test_float_samples_allowed(tmp_path):
+    s = Samples(np.zeros((2, 3, 6, 6), np.float32), np.ones((2, 6, 6), np.float32), np.array(["a", "b"]), {})
+    back = read_samples(write_samples(s, tmp_path / "f.npz"))
+    assert back.samples.dtype == np.float32
+
+
+def _raw_dataset(ds, **override):
+    arrays = dict(images=ds.images, labels=ds.labels, classes=ds.classes, exemplars=ds.exemplars,
+                  meta=np.array(json.dumps({"format": "drawgap.dataset/1"})))
+    arrays.update(override)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "override, field, words",
+    [
+        (dict(images=None), "images", "missing key"),
+        (dict(images=np.zeros((12, 8, 8), np.float64)), "images", "dtype"),
+        (dict(images=np.zeros((12, 8, 9), np.uint8)), "images", "square"),
+        (dict(images=np.zeros((12, 64), np.uint8)), "images", "shape"),
+        (dict(labels=np.zeros(12, np.int32)), "labels", "int64"),
+        (dict(labels=np.full(12, 7, np.int64)), "labels", "0..3"),
+        (dict(exemplars=np.array([0, 3, 6], np.int64)), "exemplars", "one per class"),
+        (dict(exemplars=np.array([0, 3, 6, 99], np.int64)), "exemplars", "indices into images"),
+        (dict(exemplars=np.array([0, 3, 6, 0], np.int64)), "exemplars", "class 3"),
+        (dict(meta=np.array("{not json")), "meta", "JSON"),
+        (dict(meta=np.array('{"format": "other/1"}')), "meta.format", "drawgap.dataset/1"),
+    ],
+)
+def test_dataset_validation_names_file_and_field(tmp_path, tiny_dataset, override, field, words):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **_raw_dataset(tiny_dataset, **override))
+    with pytest.raises(InputError) as err:
+        read_dataset(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)), msg
+    assert f": {field}: " in msg or msg.endswith(f": {field}: missing key"), msg
+    assert words in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "samples, exemplars, classes, field, words",
+    [
+        (np.full((2, 3, 6, 6), np.nan, np.float32), np.zeros((2, 6, 6), np.float32), ["a", "b"], "samples", "NaN"),
+        (np.zeros((2, 3, 6, 6), np.uint8), np.zeros((3, 6, 6), np.uint8), ["a", "b"], "exemplars", "2 exemplars"),
+        (np.zeros((2, 3, 6, 6), np.uint8), np.zeros((2, 6, 6), np.uint8), ["a"], "classes", "2 class names"),
+        (np.zeros((2, 3, 6, 6), np.uint8), np.zeros((2, 8, 8), np.uint8), ["a", "b"], "exemplars", "size 6"),
+        (np.zeros((2, 3, 6, 6), np.float32) + 2, np.zeros((2, 6, 6), np.float32), ["a", "b"], "samples", "[0, 1]"),
+        (np.zeros((2, 3, 6, 6), np.int32), np.zeros((2, 6, 6), np.int32), ["a", "b"], "samples", "dtype"),
+    ],
+)
+def test_samples_validation(tmp_path, samples, exemplars, classes, field, words):
+    path = tmp_path / "bad.npz"
+    np.savez(path, samples=samples, exemplars=exemplars, classes=np.array(classes),
+             meta=np.array('{"format": "drawgap.samples/1"}'))
+    with pytest.raises(InputError) as err:
+        read_samples(path)
+    assert f"{path}: {field}: " in str(err.value)
+    assert words in str(err.value)
+
+
+def test_truncated_npz_is_an_input_error(tmp_path, tiny_dataset):
+    path = write_dataset(tiny_dataset, tmp_path / "d.npz")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.npz"):
+        read_dataset(cut)
+
+
+def test_invalid_write_leaves_existing_file_untouched(tmp_path, tiny_dataset):
+    path = write_dataset(tiny_dataset, tmp_path / "d.npz")
+    before = path.read_bytes()
+    bad = make_dataset()
+    bad.exemplars = np.array([0, 0, 0, 0], np.int64)
+    with pytest.raises(InputError):
+        write_dataset(bad, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+
+
+def test_cli_validate_exit_codes(tmp_path, tiny_dataset, cli):
+    good = write_dataset(tiny_dataset, tmp_path / "d.npz")
+    r = cli("data", "validate", good)
+    assert r.code == 0 and "ok dataset" in r.out
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    r = cli("data", "validate", tmp_path / "junk.npz")
+    assert r.code == 2
+    assert r.err.count("\n") == 1 and "junk.npz" in r.err
