@@ -158,6 +158,88 @@ def data_exemplars(
     _echo_written("dataset", path, f"{_dataset_summary(ds)}, exemplars by {ds.meta['exemplars']['method']}")
 
 
+# ----------------------------------------------------------------------- data quickdraw / quickdraw-fs
+
+
+@contextlib.contextmanager
+def _quickdraw_warnings():
+    """Show skipped-line and checksum warnings as one `drawgap: warning: ...` line each."""
+    import warnings
+
+    from drawgap.data.download import ChecksumWarning
+    from drawgap.data.quickdraw import MalformedLineWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MalformedLineWarning)
+        warnings.simplefilter("always", ChecksumWarning)
+        warnings.showwarning = lambda message, *_a, **_k: typer.echo(f"drawgap: warning: {message}", err=True)
+        yield
+
+
+def _on_error_option(value: str) -> str:
+    if value not in ("skip", "stop"):
+        raise InputError(f"expected skip or stop, got {value!r}", field="--on-error")
+    return value
+
+
+@data_app.command("quickdraw")
+def data_quickdraw(
+    categories: list[str] = typer.Argument(..., help="Quick, Draw! categories, e.g. cat 'alarm clock'."),
+    out: Path = typer.Option(..., "--out", help="Folder for quickdraw.npz (one class per category)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Local folder of <category>.ndjson (or .npy with --bitmaps) files; default: download into the cache."),
+    size: int = typer.Option(48, "--size", help="Image size of the rendered drawings."),
+    max_per_category: Optional[int] = typer.Option(None, "--max-per-category", help="Keep the first K drawings of each category (reading stops there)."),
+    recognized_only: bool = typer.Option(False, "--recognized-only", help="Keep only drawings the game recognized."),
+    on_error: str = typer.Option("skip", "--on-error", help="Malformed ndjson line: skip (count and warn) or stop (error naming file and line)."),
+    bitmaps: bool = typer.Option(False, "--bitmaps", help="Use the official 28x28 numpy_bitmap renderings instead of rendering the strokes."),
+    critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
+    as_samples: bool = typer.Option(False, "--as-samples", help="Write a samples file (the human reference) instead; needs the same count per category."),
+) -> None:
+    """Build a dataset file from Quick, Draw! categories (one class per category)."""
+    from drawgap.data.exemplars import load_feature_critic
+    from drawgap.data.quickdraw import load_quickdraw
+
+    model = None if critic is None else load_feature_critic(critic)
+    with _quickdraw_warnings():
+        ds = load_quickdraw(
+            categories, source=source, size=size, max_per_category=max_per_category, recognized_only=recognized_only,
+            on_error=_on_error_option(on_error), bitmaps=bitmaps, critic=model, critic_name=critic, progress=sys.stderr.isatty(),
+        )
+    _write_splits({"quickdraw": ds}, out, as_samples)
+
+
+@data_app.command("quickdraw-fs")
+def data_quickdraw_fs(
+    categories: str = typer.Option(..., "--categories", help="Comma-separated Quick, Draw! categories to split into sub-categories."),
+    out: Path = typer.Option(..., "--out", help="Folder for train.npz and test.npz (or *_samples.npz with --as-samples)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Local folder of <category>.ndjson files; default: download into the cache."),
+    min_cluster: int = typer.Option(500, "--min-cluster", help="N: keep clusters of at least N drawings, and take N of each."),
+    clusters_per_category: Optional[int] = typer.Option(None, "--clusters-per-category", help="k of k-means; default floor(drawings / N)."),
+    selection: str = typer.Option("closest", "--selection", help="Which N drawings of a cluster: closest (to its centre) or random."),
+    test_fraction: float = typer.Option(115 / 665, "--test-fraction", help="Fraction of sub-categories in the test split (default 115/665, as in the paper)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of k-means, random selection and the class shuffle."),
+    size: int = typer.Option(48, "--size", help="Image size."),
+    max_per_category: Optional[int] = typer.Option(None, "--max-per-category", help="Read at most K drawings of each category."),
+    recognized_only: bool = typer.Option(False, "--recognized-only", help="Keep only drawings the game recognized."),
+    on_error: str = typer.Option("skip", "--on-error", help="Malformed ndjson line: skip or stop."),
+    critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features cluster and choose exemplars; default: blurred-pixel PCA / blurred pixels."),
+    as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+) -> None:
+    """Rebuild QuickDraw-FS (SPEC.md 1.2, a documented reconstruction): sub-categories by clustering."""
+    from drawgap.data.exemplars import load_feature_critic
+    from drawgap.data.quickdraw_fs import build_quickdraw_fs, quickdraw_fs_config
+
+    config = quickdraw_fs_config(
+        [c.strip() for c in categories.split(",") if c.strip()], image_size=size, min_cluster=min_cluster,
+        clusters_per_category=clusters_per_category, selection=selection, test_fraction=test_fraction, seed=seed,
+        max_per_category=max_per_category, recognized_only=recognized_only, on_error=_on_error_option(on_error), critic=critic,
+    )
+    model = None if critic is None else load_feature_critic(critic)
+    with _quickdraw_warnings():
+        splits = build_quickdraw_fs(config, source=source, critic=model, progress=sys.stderr.isatty())
+    _write_splits(splits, out, as_samples)
+
+
 # --------------------------------------------------------------------------------------------- entry point
 
 
@@ -166,7 +248,12 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="drawgap", standalone_mode=False)
+        code = command.main(args=argv, prog_name="drawgap", standalone_mode=False)
+        # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code instead of raising.
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("drawgap: interrupted", err=True)
+            sys.exit(code)
     except InputError as exc:
         typer.echo(f"drawgap: error: {exc}", err=True)
         sys.exit(2)
