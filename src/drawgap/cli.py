@@ -243,9 +243,25 @@ def data_quickdraw_fs(
 # --------------------------------------------------------------------------------------------- entry point
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    import click
+def _framework_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(exit, usage, abort) exception types of the command framework. Typer >= 0.29 vendors click as
+    `typer._click` (click itself may be absent); older Typer raises click's own types."""
+    from typer import exceptions as tx
 
+    exits, usage, aborts = [tx.Exit], [tx.TyperException], [tx.Abort]
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        exits.append(click.exceptions.Exit)
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    return tuple(exits), tuple(usage), tuple(aborts)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    exits, usage, aborts = _framework_exceptions()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="drawgap", standalone_mode=False)
@@ -257,12 +273,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     except InputError as exc:
         typer.echo(f"drawgap: error: {exc}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except usage as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*aborts, KeyboardInterrupt):
         typer.echo("drawgap: interrupted", err=True)
         sys.exit(130)
 
