@@ -1,0 +1,211 @@
+"""Saving and loading critics, and the named critics that ship with drawgap.
+
+A critic directory holds `model.safetensors` (the weights) and `config.json` (format, kind, arch, sizes,
+threshold, the sha256 of the weights and of the training data, how it was trained, seed, versions and
+validation metrics). The directory alone rebuilds the critic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from drawgap.critics.base import Critic
+from drawgap.critics.protonet import ProtoNetCritic
+from drawgap.critics.simclr import SimCLRCritic
+from drawgap.errors import InputError
+from drawgap.io import atomic_path, write_json_atomic
+from drawgap.provenance import provenance
+
+CRITIC_FORMAT = "drawgap.critic/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+KINDS: dict[str, type[Critic]] = {"simclr": SimCLRCritic, "protonet": ProtoNetCritic}
+
+# The critics drawgap ships, by name: what each one is for.
+SHIPPED = {
+    "omniglot-simclr": "SimCLR features of Omniglot drawings (weak split, 50 px): diversity, originality",
+    "omniglot-protonet": "ProtoNet one-shot classifier of Omniglot drawings (weak split, 50 px): recognizability",
+    "strokes-simclr": "SimCLR features of the built-in strokes dataset (48 px)",
+    "strokes-protonet": "ProtoNet one-shot classifier of the built-in strokes dataset (48 px)",
+}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_critic(config: dict) -> Critic:
+    """A fresh (untrained) critic from a config dict holding `kind` and the constructor's arguments."""
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise InputError(f"expected kind one of {', '.join(KINDS)}, got {kind!r}", field="kind")
+    cls = KINDS[kind]
+    return cls(**{k: config[k] for k in inspect.signature(cls).parameters if k in config})
+
+
+def shipped_dir(name: str) -> Path:
+    return WEIGHTS_DIR / name
+
+
+def is_installed(directory: str | os.PathLike) -> bool:
+    d = Path(directory)
+    return (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()
+
+
+def save_critic(critic: Critic, directory: str | os.PathLike, **extra_config) -> Path:
+    """Write `model.safetensors` then `config.json` (each atomically) into `directory`; return it.
+
+    `extra_config` (training settings, command, data hash, validation metrics, ...) is stored in the config
+    beside the critic's own settings, with seed, versions and time.
+    """
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    weights_hash = file_sha256(directory / WEIGHTS_FILE)
+    data_hash = extra_config.pop("data_hash", critic.data_hash)
+    seed = extra_config.pop("seed", None)
+    record = {
+        "format": CRITIC_FORMAT,
+        **critic.config,
+        "weights_sha256": weights_hash,
+        "data_sha256": data_hash,
+        "provenance": provenance(extra_config, seed),
+    }
+    write_json_atomic(directory / CONFIG_FILE, record)
+    critic.weights_hash, critic.data_hash = weights_hash, data_hash
+    return directory
+
+
+def read_critic_config(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("no such file", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"expected JSON ({exc})", path=path) from None
+    if not isinstance(config, dict) or config.get("format") != CRITIC_FORMAT:
+        got = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise InputError(f"expected format {CRITIC_FORMAT!r}, got {got!r}", path=path, field="format")
+    return config
+
+
+def load_critic(name_or_path: str | os.PathLike, device: str | None = None) -> Critic:
+    """A critic by shipped name (`omniglot-simclr`, ...) or from a directory written by `save_critic`.
+
+    The weights' sha256 is checked against the config; the critic comes back in eval mode.
+    """
+    key = os.fspath(name_or_path)
+    if key in SHIPPED:
+        directory = shipped_dir(key)
+        if not is_installed(directory):
+            raise InputError(
+                f"critic {key!r} is known but its weights are not installed in {directory}; "
+                f"train it with `drawgap critics train` and copy the output directory there",
+                field="critic",
+            )
+    elif Path(key).is_dir():
+        directory = Path(key)
+    else:
+        raise InputError(
+            f"expected a critic name ({', '.join(SHIPPED)}) or a directory holding {WEIGHTS_FILE} and {CONFIG_FILE}, got {key!r}",
+            field="critic",
+        )
+    config = read_critic_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise InputError("no such file", path=weights)
+    weights_hash = file_sha256(weights)
+    if config.get("weights_sha256") not in (None, weights_hash):
+        raise InputError(
+            f"expected weights with sha256 {config['weights_sha256']} (from {CONFIG_FILE}), got {weights_hash}",
+            path=weights,
+        )
+    critic = build_critic(config)
+    state = load_file(str(weights))
+    try:
+        critic.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:2]
+        raise InputError(f"expected the tensors of the critic {CONFIG_FILE} describes ({' '.join(first)})", path=weights) from None
+    critic.name = key if key in SHIPPED else None
+    critic.weights_hash = weights_hash
+    critic.data_hash = config.get("data_sha256")
+    if device is not None:
+        critic.to(device)
+    return critic.eval()
+
+
+def install_critic(run_dir: str | os.PathLike, name: str) -> Path:
+    """Copy a trained critic (model.safetensors + config.json) into the package's `weights/<name>/` under a
+    shipped name, with a TRAINING.md that holds the exact command, data and validation numbers."""
+    if name not in SHIPPED:
+        raise InputError(f"expected a shipped name ({', '.join(SHIPPED)}), got {name!r}", field="name")
+    critic = load_critic(run_dir)  # checks the weights against the config
+    config = read_critic_config(run_dir)
+    dest = shipped_dir(name)
+    weights = (Path(run_dir) / WEIGHTS_FILE).read_bytes()
+    with atomic_path(dest / WEIGHTS_FILE) as tmp:
+        tmp.write_bytes(weights)
+    write_json_atomic(dest / CONFIG_FILE, config)
+    with atomic_path(dest / "TRAINING.md") as tmp:
+        tmp.write_text(training_notes(name, config, _data_command(config)))
+    assert load_critic(name).weights_hash == critic.weights_hash
+    return dest
+
+
+def _data_command(config: dict) -> str | None:
+    """The command that built the training data, read from the data file when it is still there unchanged."""
+    from drawgap.data.formats import read_dataset
+
+    data = ((config.get("provenance") or {}).get("config") or {}).get("data") or {}
+    path = data.get("path")
+    if not path or not Path(path).is_file() or file_sha256(path) != config.get("data_sha256"):
+        return None
+    return (read_dataset(path).meta.get("provenance") or {}).get("command")
+
+
+def training_notes(name: str, config: dict, data_command: str | None = None) -> str:
+    """TRAINING.md of a shipped critic: what it is, how it was trained, how well it does."""
+    prov = config.get("provenance") or {}
+    run = prov.get("config") or {}
+    data = run.get("data") or {}
+    val = run.get("validation") or {}
+    lines = [
+        f"# {name}",
+        "",
+        SHIPPED[name] + ".",
+        f"{config['kind']} critic, arch `{config['arch']}`, {config['image_size']} px, binarization threshold {config['threshold']}.",
+        "",
+        "## How it was trained",
+        "",
+        "```",
+        run.get("command") or "(unknown)",
+        "```",
+        "",
+        f"- steps: {run.get('steps_done')}" + (f" (resumed at step {run['resumed_at']})" if run.get("resumed_at") else ""),
+        f"- seed: {prov.get('seed')}",
+        f"- training data: `{data.get('path')}` ({data.get('n_classes')} classes, {data.get('n_drawings')} drawings), "
+        f"sha256 `{config.get('data_sha256')}`" + (f", built by `{data_command}`" if data_command else ""),
+        f"- weights sha256: `{config.get('weights_sha256')}`",
+        f"- created {prov.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items()),
+        "",
+        "The full training settings are in `config.json` (`provenance.config.training`).",
+    ]
+    if val:
+        lines += ["", "## Validation", "", f"On `{val.get('path')}` (sha256 `{val.get('sha256')}`):", ""]
+        lines += [f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in (val.get("metrics") or {}).items()]
+        lines += ["", f"Check again with `drawgap critics check {name} --data {val.get('path')}`."]
+    return "\n".join(lines) + "\n"

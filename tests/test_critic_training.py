@@ -1,0 +1,143 @@
+"""Critic training: the CLI writes weights + config with the data hash; checkpoints resume exactly."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from drawgap.critics import load_critic
+from drawgap.critics.training import TrainConfig, train_critic
+from drawgap.data.formats import Dataset, write_dataset
+
+
+def pattern_dataset(n_classes=6, per_class=5, size=16, seed=0):
+    """Each class is a bar at its own place and angle, drawn with per-drawing jitter."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n_classes * per_class, size, size), np.uint8)
+    for c in range(n_classes):
+        for k in range(per_class):
+            img = images[c * per_class + k]
+            r = 2 + (c * 5) % (size - 6) + rng.integers(0, 2)
+            if c % 2:
+                img[r : r + 2, 2 : size - 2] = 255
+            else:
+                img[2 : size - 2, r : r + 2] = 255
+    labels = np.repeat(np.arange(n_classes), per_class).astype(np.int64)
+    classes = np.array([f"bars/c{c}" for c in range(n_classes)])
+    exemplars = (np.arange(n_classes) * per_class).astype(np.int64)
+    return Dataset(images, labels, classes, exemplars, {"name": "bars", "split": "train", "source": "test"})
+
+
+@pytest.fixture
+def bars(tmp_path):
+    return write_dataset(pattern_dataset(), tmp_path / "bars.npz")
+
+
+def _common(kind):
+    if kind == "simclr":
+        return ["--batch-size", "8"]
+    return ["--ways", "3", "--queries", "2", "--val-ways", "3", "--val-episodes", "20"]
+
+
+@pytest.mark.parametrize("kind", ["simclr", "protonet"])
+def test_cli_trains_and_writes_a_critic(cli, bars, tmp_path, kind):
+    out = tmp_path / kind
+    r = cli("critics", "train", kind, "--data", bars, "--val", bars, "--out", out, "--image-size", "16",
+            "--steps", "3", "--checkpoint-every", "2", "--threads", "1", *_common(kind))
+    assert r.code == 0, r
+    assert "wrote critic" in r.out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == kind and cfg["image_size"] == 16
+    assert cfg["data_sha256"] == hashlib.sha256(bars.read_bytes()).hexdigest()
+    assert cfg["weights_sha256"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    run = cfg["provenance"]["config"]
+    assert run["command"].startswith(f"drawgap critics train {kind} --data {bars}") and "--steps 3" in run["command"]
+    assert run["training"]["steps"] == 3 and run["steps_done"] == 3
+    assert any("accuracy" in k for k in run["validation"]["metrics"])
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "start" and log[-1]["event"] == "done"
+    critic = load_critic(out)
+    assert critic.data_hash == cfg["data_sha256"]
+    r = cli("critics", "check", out, "--data", bars, "--ways", "3", "--episodes", "10")
+    assert r.code == 0, r
+    assert ("1-NN class retrieval (cosine" in r.out) if kind == "simclr" else ("3-way 1-shot accuracy" in r.out)
+
+
+def test_existing_checkpoint_needs_resume(cli, bars, tmp_path):
+    args = ["critics", "train", "simclr", "--data", bars, "--out", tmp_path / "o", "--image-size", "16",
+            "--steps", "1", "--batch-size", "8", "--threads", "1"]
+    assert cli(*args).code == 0
+    r = cli(*args)
+    assert r.code == 2 and "--resume" in r.err and "checkpoint.pt" in r.err
+
+
+def test_bad_options_are_input_errors(cli, bars, tmp_path):
+    r = cli("critics", "train", "vae", "--data", bars, "--out", tmp_path / "o")
+    assert r.code == 2 and "simclr, protonet" in r.err
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", tmp_path / "o", "--image-size", "16", "--batch-size", "500")
+    assert r.code == 2 and "batch_size" in r.err
+    r = cli("critics", "check", "nonesuch", "--data", bars)
+    assert r.code == 2 and "omniglot-simclr" in r.err
+
+
+class Interrupt:
+    """on_step hook that presses Ctrl-C after `at` steps."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def __call__(self, step, loss):
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kind", ["simclr", "protonet"])
+def test_interrupt_and_resume_equals_a_straight_run(bars, tmp_path, kind):
+    extra = dict(batch_size=8) if kind == "simclr" else dict(ways=3, queries=2, lr_step=2)
+    config = TrainConfig(kind=kind, image_size=16, steps=6, threads=1, checkpoint_every=100, val_every=0, seed=3, **extra)
+    straight = train_critic(config, bars, tmp_path / "straight", progress=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_critic(config, bars, tmp_path / "split", progress=False, on_step=Interrupt(4))
+    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 4 and not (tmp_path / "split" / "model.safetensors").exists()
+    resumed = train_critic(config, bars, tmp_path / "split", resume=True, progress=False)
+
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    cfg = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert cfg["provenance"]["config"]["resumed_at"] == 4
+    # and the run can be extended: --steps larger than the checkpoint's
+    longer = TrainConfig(**{**config.__dict__, "steps": 7})
+    train_critic(longer, bars, tmp_path / "split", resume=True, progress=False)
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 7
+
+
+def test_resume_refuses_other_training_data(bars, tmp_path):
+    config = TrainConfig(kind="simclr", image_size=16, steps=1, batch_size=8, threads=1, val_every=0)
+    train_critic(config, bars, tmp_path / "o", progress=False)
+    other = write_dataset(pattern_dataset(seed=1, n_classes=7), tmp_path / "other.npz")
+    from drawgap.errors import InputError
+
+    with pytest.raises(InputError, match="sha256"):
+        train_critic(config, other, tmp_path / "o", resume=True, progress=False)
+
+
+def test_cli_ctrl_c_leaves_a_checkpoint_and_exits_130(cli, bars, tmp_path, monkeypatch):
+    from drawgap.critics.training import CriticTrainer
+
+    real_loss = CriticTrainer._loss
+
+    def loss_then_ctrl_c(self, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_loss(self, step)
+
+    monkeypatch.setattr(CriticTrainer, "_loss", loss_then_ctrl_c)
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", tmp_path / "o", "--image-size", "16",
+            "--steps", "5", "--batch-size", "8", "--threads", "1", "--checkpoint-every", "100")
+    assert r.code == 130 and "interrupted" in r.err
+    assert torch.load(tmp_path / "o" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert not (tmp_path / "o" / "model.safetensors").exists()
