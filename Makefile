@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean clickme-web
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,18 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 
 venv: $(VENV)/.installed
 
-demo: $(VENV)/.installed
+# The ClickMe experiment page: jsPsych from npm (package-lock.json committed, node_modules not), built into
+# $(CLICKME_WEB)/dist, which `drawgap clickme serve` serves.
+CLICKME_WEB := src/drawgap/clickme/web
+$(CLICKME_WEB)/dist/index.html: $(CLICKME_WEB)/package-lock.json $(CLICKME_WEB)/build.mjs $(wildcard $(CLICKME_WEB)/src/*)
+	cd $(CLICKME_WEB) && npm ci --no-audit --no-fund && npm run build
+
+clickme-web: $(CLICKME_WEB)/dist/index.html
+
+demo: $(VENV)/.installed clickme-web
 	$(BIN)/drawgap data strokes --out $(DEMO_OUT)/data/strokes --preview $(DEMO_OUT)/strokes_preview.png
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed clickme-web
 	$(BIN)/python -m pytest -q
 
 clean:

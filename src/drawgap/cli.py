@@ -240,6 +240,94 @@ def data_quickdraw_fs(
     _write_splits(splits, out, as_samples)
 
 
+# ----------------------------------------------------------------------------------------------- clickme
+
+clickme_app = typer.Typer(help="ClickMe, the online game that collects human importance maps (SPEC.md 5.1).", no_args_is_help=True)
+app.add_typer(clickme_app, name="clickme")
+_DB_HELP = "Database URL (sqlite:///file.db, postgresql+psycopg://user@host:port/db) or a SQLite file path."
+
+
+@clickme_app.command("stimuli")
+def clickme_stimuli(
+    dataset: Path = typer.Argument(..., help="Dataset file (.npz) holding the drawings."),
+    out: Path = typer.Option(..., "--out", help="New folder for the stimuli (PNGs, manifest.json, partner/)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated class names (default: the first 25 classes)."),
+    per_category: int = typer.Option(10, "--per-category", help="Drawings per category, the exemplar first."),
+    practice: int = typer.Option(1, "--practice", help="Extra drawings for practice trials."),
+    critic: str = typer.Option("strokes-protonet", "--critic", help="ProtoNet critic (name or folder): the AI partner."),
+    size: int = typer.Option(256, "--size", help="Canvas size in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the drawings' choice."),
+) -> None:
+    """Prepare stimuli and the partner classifier (the critic with the exemplars as support)."""
+    from drawgap.clickme.stimuli import load_stimuli, prepare_stimuli
+
+    names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    path = prepare_stimuli(dataset, out, categories=names, per_category=per_category, practice=practice, critic=critic,
+                           canvas_size=size, seed=seed)
+    s = load_stimuli(path)
+    _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}")
+
+
+@clickme_app.command("serve")
+def clickme_serve(
+    stimuli: Path = typer.Argument(..., help="Stimuli folder written by `drawgap clickme stimuli`."),
+    db: str = typer.Option("clickme.sqlite3", "--db", help=_DB_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    time_limit: float = typer.Option(7.0, "--time-limit", help="Seconds per drawing."),
+    brush: int = typer.Option(14, "--brush", help="Reveal brush size in canvas pixels."),
+    points_per_query: int = typer.Option(10, "--points-per-query", help="Painted points between two partner queries."),
+    trials: int = typer.Option(20, "--trials", help="Drawings per participant."),
+    practice: int = typer.Option(1, "--practice", help="Practice trials per participant (0: none)."),
+    completion_code: Optional[str] = typer.Option(None, "--completion-code", help="Study-wide completion code (default: one per participant)."),
+    admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="DRAWGAP_CLICKME_ADMIN_TOKEN",
+                                              help="Token for /api/admin/*; without one those routes are disabled."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the participants' sequences."),
+    workers: int = typer.Option(1, "--workers", help="Server processes (each with its own partner: one per core)."),
+    torch_threads: int = typer.Option(1, "--torch-threads", help="CPU threads of each partner's network."),
+) -> None:
+    """Run the game's server: the experiment page, the partner and the database."""
+    from drawgap.clickme.app import serve
+    from drawgap.clickme.config import GameConfig
+
+    config = GameConfig(time_limit_s=time_limit, brush_px=brush, points_per_query=points_per_query,
+                        trials_per_participant=trials, practice_trials=practice, completion_code=completion_code, seed=seed)
+    typer.echo(f"serving ClickMe on http://{host}:{port}/?PROLIFIC_PID=...&STUDY_ID=...  (admin routes "
+               f"{'enabled' if admin_token else 'disabled'})", err=True)
+    serve(stimuli, db, config=config, admin_token=admin_token, host=host, port=port, workers=workers,
+          torch_threads=torch_threads)
+
+
+@clickme_app.command("export")
+def clickme_export(
+    db: str = typer.Option("clickme.sqlite3", "--db", help=_DB_HELP),
+    out: Path = typer.Option(..., "--out", help="Clicks file to write (.npz, format drawgap.clicks/1)."),
+    include_practice: bool = typer.Option(False, "--include-practice", help="Also export the practice trials."),
+) -> None:
+    """Export every painted point for human importance maps."""
+    from drawgap.clickme.db import open_existing
+    from drawgap.clickme.export import export_clicks
+
+    meta = export_clicks(open_existing(db), out, include_practice=include_practice)
+    _echo_written("clicks", out, f"{meta['n_trials']} trials, {meta['n_points']} points")
+
+
+@clickme_app.command("status")
+def clickme_status(
+    db: str = typer.Option("clickme.sqlite3", "--db", help=_DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print the progress per stimulus: assigned, played, recognized, skipped, mean score."""
+    import json
+
+    from drawgap.clickme.db import open_existing
+    from drawgap.clickme.status import format_status, stimulus_progress, totals
+
+    engine = open_existing(db)
+    rows, total = stimulus_progress(engine), totals(engine)
+    typer.echo(json.dumps({"totals": total, "stimuli": rows}, indent=1) if as_json else format_status(rows, total))
+
+
 # ----------------------------------------------------------------------------------------------- critics
 
 critics_app = typer.Typer(help="Train, list and check the critics: SimCLR features and the ProtoNet one-shot classifier.", no_args_is_help=True)

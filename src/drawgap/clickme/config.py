@@ -1,0 +1,85 @@
+"""The game's settings (SPEC.md 5.1): canvas, brush, time limit, partner cadence, and the server's limits.
+
+The defaults are the original ClickMe-QuickDraw game's: a 256 px canvas, a 14 px reveal brush sampled every
+10 ms, the partner queried every 10 painted points, 7 s per drawing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+from drawgap.errors import InputError
+
+# Participant and study ids come from the URL (PROLIFIC_PID, STUDY_ID, ...): short, URL-safe tokens only.
+ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def check_id(value: str, field: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InputError(f"expected 1-64 characters of A-Z a-z 0-9 _ . -, got {value!r}", field=field)
+    return value
+
+
+@dataclass(frozen=True)
+class GameConfig:
+    """Settings of one run of the game; the public part is sent to the page, all of it goes in the export."""
+
+    canvas_size: int = 256
+    brush_px: int = 14
+    time_limit_s: float = 7.0
+    sample_interval_ms: int = 10
+    points_per_query: int = 10
+    trials_per_participant: int = 20
+    practice_trials: int = 1
+    seed: int = 0
+    # A platform's study-wide completion code (e.g. Prolific's); when unset each participant gets a random one.
+    completion_code: str | None = None
+    # Limits. 7 s at one point per 10 ms is 700 points; interpolation between far samples adds some.
+    max_points_per_trial: int = 3000
+    max_partner_answers: int = 400
+    max_body_bytes: int = 256_000
+    partner_rate_per_s: float = 20.0
+    partner_burst: int = 20
+    partner_max_batch: int = 64
+
+    def __post_init__(self):
+        checks = {
+            "canvas_size": 16 <= self.canvas_size <= 2048,
+            "brush_px": 1 <= self.brush_px <= self.canvas_size,
+            "time_limit_s": 0.5 <= self.time_limit_s <= 600,
+            "sample_interval_ms": 1 <= self.sample_interval_ms <= 1000,
+            "points_per_query": 1 <= self.points_per_query <= 10_000,
+            "trials_per_participant": self.trials_per_participant >= 1,
+            "practice_trials": self.practice_trials >= 0,
+            "max_points_per_trial": self.max_points_per_trial >= 1,
+            "max_partner_answers": self.max_partner_answers >= 1,
+            "max_body_bytes": self.max_body_bytes >= 1024,
+            "partner_rate_per_s": self.partner_rate_per_s > 0,
+            "partner_burst": self.partner_burst >= 1,
+            "partner_max_batch": self.partner_max_batch >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"value {getattr(self, name)!r} is out of range", field=name)
+        if self.completion_code is not None:
+            check_id(self.completion_code, "completion_code")
+
+    @property
+    def time_limit_ms(self) -> int:
+        return int(round(self.time_limit_s * 1000))
+
+    def public(self) -> dict:
+        """What the page needs to run a trial."""
+        keys = ("canvas_size", "brush_px", "time_limit_s", "sample_interval_ms", "points_per_query",
+                "max_points_per_trial")
+        return {k: getattr(self, k) for k in keys}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GameConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

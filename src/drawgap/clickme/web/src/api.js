@@ -1,0 +1,112 @@
+/*
+ * The page's calls to the ClickMe server. Trials are never lost: a finished trial is kept in localStorage
+ * until the server acknowledges it, sent again (with the same trial id, which the server stores once)
+ * after any failure, and sent again when the page is reloaded.
+ */
+var ClickMeApi = (function () {
+  "use strict";
+
+  const PENDING_KEY = "clickme.pending-trials";
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(`${status}: ${detail}`);
+      this.status = status;
+      this.detail = detail;
+    }
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const retryable = (status) => status === 0 || status === 408 || status === 429 || status >= 500;
+
+  async function request(method, path, body, { retry = false, onRetry = null } = {}) {
+    let delay = 400;
+    for (let attempt = 1; ; attempt++) {
+      let status = 0;
+      let detail = "network error";
+      try {
+        const resp = await fetch(path, {
+          method,
+          headers: body === undefined ? {} : { "content-type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          cache: "no-store",
+        });
+        if (resp.ok) return await resp.json();
+        status = resp.status;
+        detail = ((await resp.json().catch(() => null)) || {}).detail || resp.statusText;
+      } catch (err) {
+        status = 0;
+      }
+      if (!retry || !retryable(status)) throw new ApiError(status, detail);
+      if (onRetry) onRetry(attempt, status);
+      await sleep(delay * (1 + Math.random() / 2));
+      delay = Math.min(delay * 2, 8000);
+    }
+  }
+
+  function pending() {
+    try {
+      return JSON.parse(window.localStorage.getItem(PENDING_KEY) || "[]");
+    } catch (err) {
+      return [];
+    }
+  }
+
+  function setPending(list) {
+    try {
+      window.localStorage.setItem(PENDING_KEY, JSON.stringify(list));
+    } catch (err) {
+      /* storage full or disabled: the in-memory retry loop still holds the trial */
+    }
+  }
+
+  async function sendTrial(body, onRetry) {
+    try {
+      return await request("POST", "/api/trials", body, { retry: true, onRetry });
+    } finally {
+      // Acknowledged, or refused for good (a 4xx that a retry cannot fix): no longer pending.
+      setPending(pending().filter((t) => t.trial_id !== body.trial_id));
+    }
+  }
+
+  return {
+    ApiError,
+    request,
+    /** The participant's state, or null when the server does not know them yet. */
+    async getParticipant(ids) {
+      try {
+        const path = `/api/participants/${encodeURIComponent(ids.study_id)}/${encodeURIComponent(ids.participant_id)}`;
+        return await request("GET", path, undefined, { retry: true });
+      } catch (err) {
+        if (err.status === 404) return null;
+        throw err;
+      }
+    },
+    createParticipant(ids) {
+      return request("POST", "/api/participants", { ...ids, consent: true }, { retry: true });
+    },
+    /** The partner's answer, or null if there is none this time (too fast, network): painting goes on. */
+    async askPartner(ids, stimulusId, trialId, points) {
+      try {
+        return await request("POST", "/api/partner", { ...ids, trial_id: trialId, stimulus_id: stimulusId, points });
+      } catch (err) {
+        return null;
+      }
+    },
+    /** Store a finished trial; resolves with the participant's new state once the server has it. */
+    saveTrial(body, onRetry) {
+      setPending([...pending().filter((t) => t.trial_id !== body.trial_id), body]);
+      return sendTrial(body, onRetry);
+    },
+    /** Send trials left pending by an earlier visit (stored once, even if they had arrived). */
+    async flushPending() {
+      for (const body of pending()) {
+        try {
+          await sendTrial(body, null);
+        } catch (err) {
+          console.warn("dropped a pending trial the server refused:", err.detail);
+        }
+      }
+    },
+  };
+})();

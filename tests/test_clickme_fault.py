@@ -1,0 +1,62 @@
+"""Fault test: the server process is killed with SIGKILL while simulated participants play; after a restart
+every trial the server had acknowledged is in the database exactly once, every participant resumes right
+after its last acknowledged trial, and all of them finish with complete, gap-free sequences."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+from collections import Counter
+
+import httpx
+import pytest
+
+from drawgap.clickme.simulate import Pace, SimulatedParticipant
+from drawgap.clickme.testing import ServerProcess, make_test_stimuli
+
+N_PARTICIPANTS, N_TRIALS, KILL_AFTER = 8, 5, 12
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_and_duplicates_nothing(tmp_path):
+    stimuli = make_test_stimuli(tmp_path, n_classes=4, per_class=8, per_category=5, practice=0)
+    db = tmp_path / "clickme.sqlite3"
+    server = ServerProcess(stimuli, str(db), tmp_path / "server.log", "--trials", str(N_TRIALS), "--practice", "0").start()
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=5.0) as client:
+            sims = [SimulatedParticipant(client, "fault", f"p{k}", seed=k, pace=Pace(points=(15, 40)), retry_for_s=90)
+                    for k in range(N_PARTICIPANTS)]
+            tasks = [asyncio.create_task(s.play()) for s in sims]
+            while sum(len(s.log.acknowledged) for s in sims) < KILL_AFTER:
+                await asyncio.sleep(0.005)
+            server.kill(signal.SIGKILL)
+            acked_before_kill = {tid for s in sims for tid in s.log.acknowledged}
+            await asyncio.to_thread(server.start)
+            logs = await asyncio.gather(*tasks)
+            return logs, acked_before_kill
+
+    try:
+        logs, acked_before_kill = asyncio.run(run())
+    finally:
+        server.stop()
+
+    assert len(acked_before_kill) >= KILL_AFTER
+    assert sum(log.reconnects for log in logs) >= 1, "the kill interrupted nobody"
+    with sqlite3.connect(db) as conn:
+        stored = {tid: (pid, pos, n) for tid, pid, pos, n in conn.execute(
+            "SELECT t.id, p.participant_id, t.position, t.n_points FROM trials t JOIN participants p ON p.pk = t.participant_pk")}
+        clicks = Counter(tid for (tid,) in conn.execute("SELECT trial_id FROM clicks"))
+    for log in logs:
+        # Every reload resumed right after the trials the server had acknowledged.
+        assert all(expected == got for expected, got in log.resume_checks), log.resume_checks
+        assert len(log.acknowledged) == N_TRIALS and log.completion_code
+        positions = sorted(stored[tid][1] for tid in log.acknowledged)
+        assert positions == list(range(N_TRIALS))
+        for tid, (position, n_points) in log.acknowledged.items():
+            assert stored[tid] == (log.participant_id, position, n_points)
+            assert clicks[tid] == n_points
+    assert acked_before_kill <= set(stored)
+    assert len(stored) == N_PARTICIPANTS * N_TRIALS  # nothing beyond the acknowledged trials, nothing twice
+    assert sum(clicks.values()) == sum(n for _, _, n in stored.values())

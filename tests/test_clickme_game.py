@@ -1,0 +1,198 @@
+"""ClickMe's parts without a server: reveal, sequences, rate limit, token check, settings, stimuli
+preparation, the CLI verbs, and the page sources (no inline scripts, no HTML built from data)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from drawgap.clickme.config import GameConfig
+from drawgap.clickme.partner import reveal, reveal_mask
+from drawgap.clickme.security import RateLimiter, token_matches
+from drawgap.clickme.sequence import balanced_sequence, participant_seed
+from drawgap.clickme.stimuli import load_stimuli, prepare_stimuli
+from drawgap.clickme.testing import make_test_dataset, make_test_stimuli
+from drawgap.data.formats import write_dataset
+from drawgap.errors import InputError
+
+WEB = Path(__file__).parents[1] / "src" / "drawgap" / "clickme" / "web"
+
+
+# ------------------------------------------------------------------------------------------ reveal
+
+
+def test_reveal_mask_golden():
+    # Brush 4 at (5, 2): columns 3..6, rows 0..3. At (0, 9) on a 10 px canvas: clipped to columns 0..1, rows 7..9.
+    mask = reveal_mask([(5, 2, 0), (0, 9, 0)], size=10, brush_px=4)
+    expected = np.zeros((10, 10), bool)
+    expected[0:4, 3:7] = True
+    expected[7:10, 0:2] = True
+    np.testing.assert_array_equal(mask, expected)
+    assert reveal_mask([], 8, 3).sum() == 0
+    assert reveal_mask([(4, 4, 0)], 9, 3).sum() == 9  # odd brush: centred 3x3
+
+
+def test_reveal_keeps_only_painted_ink():
+    image = np.full((6, 6), 200, np.uint8)
+    out = reveal(image, [(1, 1, 0)], brush_px=2)
+    assert out.dtype == np.uint8 and out.sum() == 4 * 200 and (out[0:2, 0:2] == 200).all()
+
+
+# ------------------------------------------------------------------------------------------ sequences
+
+
+def test_balanced_sequence_golden_and_balance():
+    stimuli = [(f"s{i}", f"c{i % 3}") for i in range(9)]
+    shown = {f"s{i}": 1 for i in range(6)}  # s6, s7, s8 were never shown: they come first
+    assert sorted(balanced_sequence(stimuli, shown, 3, seed=1)) == ["s6", "s7", "s8"]
+    counts: dict[str, int] = {}
+    for k in range(7):
+        seq = balanced_sequence(stimuli, counts, 4, seed=k)
+        assert len(set(seq)) == 4 and len({s[1:] and int(s[1:]) % 3 for s in seq}) == 3  # all categories
+        for s in seq:
+            counts[s] = counts.get(s, 0) + 1
+        assert max(counts.values()) - min(counts.get(s, 0) for s, _ in stimuli) <= 1
+    assert balanced_sequence(stimuli, {}, 4, seed=5) == balanced_sequence(stimuli, {}, 4, seed=5)
+    assert balanced_sequence(stimuli, {}, 20, seed=0).__len__() == 9
+
+
+def test_participant_seed_is_stable_and_distinct():
+    assert participant_seed(0, "s", "p") == participant_seed(0, "s", "p")
+    assert len({participant_seed(0, "s", "p"), participant_seed(1, "s", "p"), participant_seed(0, "s", "q"),
+                participant_seed(0, "sp", "")}) == 4
+    assert 0 <= participant_seed(0, "s", "p") < 2**63
+
+
+# ------------------------------------------------------------------------------------------ guards
+
+
+def test_rate_limiter_golden():
+    limiter = RateLimiter(rate=2.0, burst=3)
+    assert [limiter.acquire("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("a", now=0.0) == pytest.approx(0.5)  # empty: one token every 0.5 s
+    assert limiter.acquire("b", now=0.0) == 0.0  # another participant has its own bucket
+    assert limiter.acquire("a", now=0.5) == 0.0
+    assert limiter.acquire("a", now=0.6) == pytest.approx(0.4)
+
+
+def test_token_matches():
+    assert token_matches("tok", "Bearer tok") and token_matches("tok", "bearer tok")
+    assert not token_matches("tok", None) and not token_matches("tok", "Bearer to")
+    assert not token_matches("tok", "Basic tok") and not token_matches("tok", "Bearer")
+
+
+def test_config_checks_ranges():
+    assert GameConfig().public() == {"canvas_size": 256, "brush_px": 14, "time_limit_s": 7.0, "sample_interval_ms": 10,
+                                     "points_per_query": 10, "max_points_per_trial": 3000}
+    with pytest.raises(InputError, match="brush_px"):
+        GameConfig(brush_px=0)
+    with pytest.raises(InputError, match="time_limit_s"):
+        GameConfig(time_limit_s=0.1)
+    with pytest.raises(InputError, match="completion_code"):
+        GameConfig(completion_code="<b>")
+
+
+# ------------------------------------------------------------------------------------------ stimuli
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_test_stimuli(tmp_path_factory.mktemp("stimuli"), n_classes=4, per_class=5, per_category=3, practice=2)
+
+
+def test_prepare_stimuli_writes_manifest_pngs_and_partner(prepared):
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["format"] == "drawgap.clickme-stimuli/1" and manifest["canvas_size"] == 256
+    assert manifest["categories"] == ["shape00", "shape01", "shape02", "shape03"]
+    s = load_stimuli(prepared)
+    assert len(s.stimuli) == 12 and len(s.practice) == 2
+    for c in range(4):
+        mine = [x for x in s.stimuli if x.category_index == c]
+        assert mine[0].exemplar and mine[0].source_index == c * 5  # the exemplar first
+        assert not any(x.exemplar for x in mine[1:]) and len({x.source_index for x in mine}) == 3
+        assert all(c * 5 <= x.source_index < c * 5 + 5 for x in mine)
+    used = {x.source_index for x in s.stimuli}
+    assert all(p.source_index not in used for p in s.practice)  # practice drawings are never trials
+    img = s.image("c000-00")
+    assert img.shape == (256, 256) and img.dtype == np.uint8 and img.max() > 200 and img[0, 0] == 0  # white on black
+    with Image.open(prepared / "images" / "c000-00.png") as im:
+        assert im.size == (256, 256) and im.mode == "L"
+    with np.load(prepared / "partner" / "support.npz") as z:
+        assert z["embeddings"].shape == (4, 128) and list(z["classes"]) == manifest["categories"]
+    assert (prepared / "partner" / "critic" / "model.safetensors").is_file()
+    assert manifest["provenance"]["seed"] == 0 and "versions" in manifest["provenance"]
+
+
+def test_prepare_stimuli_refuses_bad_requests(tmp_path, prepared):
+    dataset = write_dataset(make_test_dataset(3, 4), tmp_path / "d.npz")
+    critic = prepared.parent / "critic"
+    with pytest.raises(InputError, match="unknown"):
+        prepare_stimuli(dataset, tmp_path / "a", categories=["shape00", "zebra"], critic=critic)
+    with pytest.raises(InputError, match="at least 5 drawings"):
+        prepare_stimuli(dataset, tmp_path / "b", per_category=5, critic=critic)
+    with pytest.raises(InputError, match="new or empty directory"):
+        prepare_stimuli(dataset, prepared, per_category=2, critic=critic)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    with pytest.raises(InputError, match="manifest.json"):
+        load_stimuli(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_stimuli_status_and_export(cli, tmp_path, prepared):
+    dataset = write_dataset(make_test_dataset(3, 4), tmp_path / "d.npz")
+    r = cli("clickme", "stimuli", dataset, "--out", tmp_path / "st", "--categories", "shape02,shape00",
+            "--per-category", "2", "--critic", prepared.parent / "critic")
+    assert r.code == 0, r
+    assert "2 categories, 4 drawings + 1 practice" in r.out
+    assert load_stimuli(tmp_path / "st").categories == ["shape02", "shape00"]
+
+    # A database written by the server's store: one participant, one trial.
+    from drawgap.clickme.db import make_engine
+    from drawgap.clickme.store import ClickMeStore, TrialRecord
+
+    db = tmp_path / "c.sqlite3"
+    store = ClickMeStore(make_engine(db), load_stimuli(tmp_path / "st"), GameConfig(trials_per_participant=2))
+    store.sync_stimuli()
+    info = store.create_participant("s", "p")
+    store.record_trial(TrialRecord(str(uuid.uuid4()), "s", "p", False, 0, info.trials[0], [[1, 2, 3], [4, 5, 6]], [],
+                                   "skipped", 0.0, 100))
+    r = cli("clickme", "status", "--db", db)
+    assert r.code == 0 and "1 participants (0 completed), 1 trials" in r.out
+    status = json.loads(cli("clickme", "status", "--db", db, "--json").out)
+    assert sum(s["done"] for s in status["stimuli"]) == 1 and sum(s["skipped"] for s in status["stimuli"]) == 1
+    r = cli("clickme", "export", "--db", db, "--out", tmp_path / "clicks.npz")
+    assert r.code == 0 and "1 trials, 2 points" in r.out
+    with np.load(tmp_path / "clicks.npz") as z:
+        assert z["x"].tolist() == [1, 4] and z["y"].tolist() == [2, 5] and z["t"].tolist() == [3, 6]
+
+    r = cli("clickme", "status", "--db", tmp_path / "missing.sqlite3")
+    assert r.code == 2 and "no such database file" in r.err
+    r = cli("clickme", "stimuli", dataset, "--out", tmp_path / "x", "--per-category", "2", "--critic", tmp_path / "nope")
+    assert r.code == 2 and "critic" in r.err
+    # A database collected with another brush is not reused with different settings.
+    with pytest.raises(InputError, match="brush_px=14"):
+        ClickMeStore(make_engine(db), load_stimuli(tmp_path / "st"), GameConfig(brush_px=20)).sync_stimuli()
+
+
+# ------------------------------------------------------------------------------------------ page sources
+
+
+def test_page_has_no_inline_script_and_builds_no_html_from_data():
+    html = (WEB / "src" / "index.html").read_text()
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, flags=re.S)
+    assert scripts and all('src="' in attrs and body.strip() == "" for attrs, body in scripts)
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+    for js in (WEB / "src").glob("*.js"):
+        text = js.read_text()
+        assert "innerHTML" not in text and "insertAdjacentHTML" not in text and "eval(" not in text, js.name
+    lock = json.loads((WEB / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/jspsych"]["version"].startswith("8.")
