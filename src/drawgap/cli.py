@@ -240,6 +240,73 @@ def data_quickdraw_fs(
     _write_splits(splits, out, as_samples)
 
 
+# --------------------------------------------------------------------------------- evaluate / compare
+
+
+@contextlib.contextmanager
+def _metric_warnings_to_stderr():
+    """Show the metrics' warnings (fewer ways, fewer bins) as one `drawgap: warning: ...` line each."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = lambda message, *_a, **_k: typer.echo(f"drawgap: warning: {message}", err=True)
+        yield
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    samples: Path = typer.Argument(..., help="Samples file (.npz) to evaluate: a model's drawings, or humans'."),
+    out: Path = typer.Option(..., "--out", help="Metrics file to write (metrics.json)."),
+    critics: Optional[str] = typer.Option(None, "--critics", help="Critic pair by prefix: omniglot = omniglot-simclr + omniglot-protonet (also: strokes)."),
+    simclr: Optional[str] = typer.Option(None, "--simclr", help="SimCLR critic (name or directory), instead of --critics."),
+    protonet: Optional[str] = typer.Option(None, "--protonet", help="ProtoNet critic (name or directory), instead of --critics."),
+    human: Optional[Path] = typer.Option(None, "--human", help="Human reference: samples file (.npz) or its metrics (.json); adds distance_to_human and curve_gap."),
+    queries: int = typer.Option(500, "--queries", help="Queries per class (nb_test) in the recognizability task list."),
+    ways: int = typer.Option(20, "--ways", help="Classes per episode."),
+    bins: int = typer.Option(10, "--bins", help="Originality bins of the generalization curve."),
+    seed: int = typer.Option(44, "--seed", help="Seed of the task list, the queries and the bootstrap."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples (over classes) for the 95% intervals."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (critics under bfloat16 autocast: faster, ~3 significant digits)."),
+    name: Optional[str] = typer.Option(None, "--name", help="System name in the metrics (default: the samples' generator)."),
+) -> None:
+    """Diversity, recognizability, originality, generalization curve, Vendi score and 95% intervals of a samples file."""
+    from drawgap.metrics.evaluate import evaluate, write_metrics
+
+    with _metric_warnings_to_stderr():
+        metrics = evaluate(samples, critics=critics, simclr=simclr, protonet=protonet, human=human, queries=queries,
+                           ways=ways, bins=bins, seed=seed, bootstrap=bootstrap, precision=precision, name=name,
+                           progress=sys.stderr.isatty())
+    path = write_metrics(metrics, out)
+    summary = (f"diversity {metrics['diversity']:.3f} (raw {metrics['diversity_raw']:.3f}), recognizability "
+               f"{metrics['recognizability']:.1f}%, originality {metrics['originality']:.3f}, vendi {metrics['vendi']:.2f}")
+    if "distance_to_human" in metrics:
+        gap = metrics["curve_gap"]["gap"]
+        summary += f", curve gap to human {'-' if gap is None else format(gap, '+.2f')} pp"
+    _echo_written("metrics", path, summary)
+
+
+@app.command("compare")
+def compare_cmd(
+    metrics: list[Path] = typer.Argument(..., help="Metrics files (metrics.json) of the systems to compare, humans included."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Figure to write (.png, .pdf, .svg): diversity-recognizability plane and generalization curves."),
+    human: Optional[str] = typer.Option(None, "--human", help="Name of the human reference (default: the system whose generator is 'human')."),
+    names: Optional[str] = typer.Option(None, "--names", help="Comma-separated display names, one per file (default: each file's system)."),
+) -> None:
+    """Table of all systems with distance to human z-scored over them, and the comparison figure."""
+    from drawgap.metrics.comparison import compare, format_table
+    from drawgap.metrics.evaluate import read_metrics
+
+    loaded = [read_metrics(p) for p in metrics]
+    result = compare(loaded, names=None if names is None else [n.strip() for n in names.split(",")], human=human)
+    typer.echo(format_table(result))
+    if out is not None:
+        from drawgap.report.figures import plot_comparison, save_figure
+
+        path = save_figure(plot_comparison(result["systems"]), out)
+        _echo_written("figure", path, f"{len(loaded)} systems")
+
+
 # ----------------------------------------------------------------------------------------------- clickme
 
 clickme_app = typer.Typer(help="ClickMe, the online game that collects human importance maps (SPEC.md 5.1).", no_args_is_help=True)

@@ -1,0 +1,130 @@
+"""Comparing systems (models and humans) from their metrics: the table behind `drawgap compare`.
+
+Distance to human is z-scored over every system given (SPEC.md 4.4), on the ICML normalised diversity
+(`diversity`) and recognizability. The per-class variant (median over classes) is added when every system
+was evaluated on the same classes; the curve gap of each system against the human curve is added too.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from drawgap.errors import InputError
+from drawgap.metrics.distance import curve_gap, distance_to_human, per_class_distance_to_human
+from drawgap.metrics.evaluate import SCALARS
+
+
+def _is_human(m: dict) -> bool:
+    return m.get("system") == "human" or (m.get("samples_meta") or {}).get("generator") == "human"
+
+
+def _unique_names(metrics: Sequence[dict], names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        if len(names) != len(metrics):
+            raise InputError(f"expected {len(metrics)} names (one per metrics file), got {len(names)}", field="names")
+        if len(set(names)) != len(names):
+            raise InputError("expected distinct names", field="names")
+        return list(names)
+    out: list[str] = []
+    for i, m in enumerate(metrics):
+        base = str(m.get("system") or f"system{i + 1}")
+        name, k = base, 2
+        while name in out:
+            name, k = f"{base}-{k}", k + 1
+        out.append(name)
+    return out
+
+
+def _critics_key(m: dict) -> tuple:
+    critics = m.get("critics") or {}
+    return tuple((critics.get(k) or {}).get("weights_hash") for k in ("simclr", "protonet"))
+
+
+def compare(metrics: Sequence[dict], names: Sequence[str] | None = None, human: str | None = None) -> dict:
+    """Rows of scalars for each system, with distance to human z-scored over all of them.
+
+    `metrics`: metrics dicts (from `evaluate` or `read_metrics`); `names`: display names (default: each
+    file's `system`); `human`: which one is the human reference (default: the one whose generator is
+    "human"; without one, no distances). All must come from the same critics (weights hashes).
+    """
+    metrics = list(metrics)
+    if not metrics:
+        raise InputError("expected at least one metrics file", field="metrics")
+    names = _unique_names(metrics, names)
+    keys = {_critics_key(m) for m in metrics}
+    if len(keys) > 1:
+        raise InputError("expected metrics made with the same critics; their weights hashes differ", field="critics")
+    if human is None:
+        humans = [n for n, m in zip(names, metrics) if _is_human(m)]
+        if len(humans) > 1:
+            raise InputError(f"several human systems ({', '.join(humans)}): name the reference with --human", field="human")
+        human = humans[0] if humans else None
+    elif human not in names:
+        raise InputError(f"expected --human to be one of {', '.join(names)}, got {human!r}", field="human")
+
+    rows = []
+    for n, m in zip(names, metrics):
+        rows.append({"name": n, "is_human": n == human, **{k: m.get(k) for k in SCALARS},
+                     "ci95": {k: (m.get("ci95") or {}).get(k) for k in SCALARS},
+                     "generalization_curve": m.get("generalization_curve"),
+                     "curve_ci95": (m.get("ci95") or {}).get("generalization_curve"),
+                     "n_classes": m.get("n_classes"), "samples_per_class": m.get("samples_per_class")})
+    result = {"systems": rows, "human": human, "zscored_over": names}
+    if human is None:
+        return result
+
+    by_name = dict(zip(names, metrics))
+    distances = distance_to_human({n: (m["diversity"], m["recognizability"]) for n, m in by_name.items()}, human)
+    same_classes = len({tuple(m["per_class"]["classes"]) for m in metrics}) == 1
+    per_class = None
+    if same_classes:
+        per_class = per_class_distance_to_human(
+            {n: (m["per_class"]["diversity"], m["per_class"]["recognizability"]) for n, m in by_name.items()}, human)
+    for row in rows:
+        row["distance_to_human"] = distances[row["name"]]
+        row["per_class_distance_median"] = None if per_class is None else float(np.median(per_class[row["name"]]))
+        gap = curve_gap(by_name[row["name"]]["generalization_curve"], by_name[human]["generalization_curve"])
+        row["curve_gap"] = gap["gap"]
+        row["curve_overlap"] = gap["overlap"]
+    return result
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _with_ci(value, ci, spec: str) -> str:
+    if value is None:
+        return "-"
+    text = format(value, spec)
+    return text if not ci else f"{text} [{format(ci[0], spec)}, {format(ci[1], spec)}]"
+
+
+def format_table(result: dict) -> str:
+    """The comparison as a plain-text table (one line per system, humans marked with *)."""
+    header = ["system", "diversity [95% CI]", "div. raw", "recognizability % [95% CI]", "originality", "vendi",
+              "dist. to human", "per-class median", "curve gap (pp)"]
+    lines = [header]
+    for r in result["systems"]:
+        lines.append([
+            r["name"] + (" *" if r["is_human"] else ""),
+            _with_ci(r["diversity"], r["ci95"].get("diversity"), ".3f"),
+            _fmt(r["diversity_raw"], ".3f"),
+            _with_ci(r["recognizability"], r["ci95"].get("recognizability"), ".1f"),
+            _fmt(r["originality"], ".3f"),
+            _fmt(r["vendi"], ".2f"),
+            _fmt(r.get("distance_to_human"), ".3f"),
+            _fmt(r.get("per_class_distance_median"), ".3f"),
+            _fmt(r.get("curve_gap"), "+.2f"),
+        ])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    if result["human"] is None:
+        text.append("no human reference among the systems: no distance to human (mark one with --human)")
+    else:
+        text.append(f"* human reference; distances z-scored over {len(result['zscored_over'])} systems; "
+                    "curve gap = mean human - system recognizability over the shared originality range")
+    return "\n".join(text)

@@ -1,0 +1,109 @@
+"""Figures (matplotlib, Agg): each function takes data and returns a `matplotlib.figure.Figure`.
+
+Figures are built on `matplotlib.figure.Figure` directly, not through pyplot: nothing global is touched,
+no window opens, and saving renders with the Agg canvas whatever backend the caller's session uses.
+
+`systems` below are the rows of `drawgap.metrics.compare(...)["systems"]`: dicts with `name`, `is_human`,
+`diversity`, `recognizability`, `ci95` ({scalar: [low, high] or None}), `generalization_curve`
+({"originality": [...], "recognizability": [...]}) and optionally `curve_ci95`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.figure import Figure
+
+from drawgap.errors import InputError
+from drawgap.io import atomic_path
+
+HUMAN_STYLE = {"color": "black", "marker": "*", "markersize": 16}
+
+
+def _colors(systems) -> dict[str, str]:
+    palette = [f"C{i}" for i in range(10)]
+    models = [s["name"] for s in systems if not s.get("is_human")]
+    return {name: palette[i % len(palette)] for i, name in enumerate(models)}
+
+
+def _axes(ax: Axes | None, figsize=(5.0, 4.2)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _error(value: float, ci) -> list[list[float]] | None:
+    if not ci or ci[0] is None:
+        return None
+    return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
+
+
+def plot_diversity_recognizability(systems, ax: Axes | None = None) -> Figure:
+    """The diversity-recognizability plane (ICML Fig. 2): one point per system, 95 % intervals as error
+    bars, humans as a black star."""
+    fig, ax = _axes(ax)
+    colors = _colors(systems)
+    for s in systems:
+        x, y, ci = s["diversity"], s["recognizability"], s.get("ci95") or {}
+        style = HUMAN_STYLE if s.get("is_human") else {"color": colors[s["name"]], "marker": "o", "markersize": 7}
+        ax.errorbar(x, y, xerr=_error(x, ci.get("diversity")), yerr=_error(y, ci.get("recognizability")),
+                    linestyle="none", capsize=3, label=s["name"], **style)
+    ax.set_xlabel("diversity (normalised)")
+    ax.set_ylabel("recognizability (%)")
+    ax.set_title("diversity vs recognizability")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_generalization_curves(systems, ax: Axes | None = None) -> Figure:
+    """Recognizability as a function of originality (ICML Figs. 3b/4), one curve per system, with the 95 %
+    band of each bin's recognizability where given; humans in black."""
+    fig, ax = _axes(ax)
+    colors = _colors(systems)
+    for s in systems:
+        curve = s.get("generalization_curve")
+        if not curve:
+            continue
+        x, y = np.asarray(curve["originality"], float), np.asarray(curve["recognizability"], float)
+        human = s.get("is_human")
+        color = "black" if human else colors[s["name"]]
+        ax.plot(x, y, color=color, marker="*" if human else "o", markersize=9 if human else 4,
+                linestyle="--" if human else "-", label=s["name"])
+        band = (s.get("curve_ci95") or {}).get("recognizability")
+        if band and all(b is not None for b in band):
+            lo, hi = np.asarray(band, float).T
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
+    ax.set_xlabel("originality")
+    ax.set_ylabel("recognizability (%)")
+    ax.set_title("generalization curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_comparison(systems) -> Figure:
+    """Both panels side by side: the diversity-recognizability plane and the generalization curves."""
+    fig = Figure(figsize=(10.5, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    plot_diversity_recognizability(systems, ax=left)
+    plot_generalization_curves(systems, ax=right)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Write the figure (format from the extension: png, pdf, svg) atomically."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in supported:
+        raise InputError(f"expected a figure file ending in one of {', '.join('.' + f for f in sorted(supported))}",
+                         path=path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi)
+    return path

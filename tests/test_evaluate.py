@@ -1,0 +1,255 @@
+import copy
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from drawgap.critics import ProtoNetCritic, SimCLRCritic, save_critic
+from drawgap.data.formats import Samples, write_samples
+from drawgap.errors import InputError
+from drawgap.metrics import compare, distance_to_human, evaluate, read_metrics, write_metrics
+from drawgap.metrics.evaluate import METRICS_FORMAT
+
+SIZE, C, S = 16, 6, 10
+FAST = dict(queries=20, bootstrap=100)
+
+
+@pytest.fixture(scope="module")
+def critics():
+    torch.manual_seed(0)
+    return SimCLRCritic("omniglot", image_size=SIZE), ProtoNetCritic("omniglot", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def critic_dirs(critics, tmp_path_factory):
+    root = tmp_path_factory.mktemp("critics")
+    return save_critic(critics[0], root / "simclr"), save_critic(critics[1], root / "protonet")
+
+
+def _exemplars(seed=0, size=SIZE):
+    return (np.random.default_rng(seed).random((C, size, size)) > 0.7).astype(np.uint8) * 255
+
+
+def _noisy(exemplars, flip, seed, generator):
+    """S drawings per class: the exemplar with a share `flip` of its pixels inverted."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((C, S, *exemplars.shape[1:])) < flip
+    rows = np.where(mask, 255 - exemplars[:, None], exemplars[:, None]).astype(np.uint8)
+    return Samples(rows, exemplars, np.array([f"class{c}" for c in range(C)]), {"generator": generator})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_copies_of_the_exemplar_golden_values(critics, precision):
+    ex = _exemplars()
+    s = Samples(np.repeat(ex[:, None], S, axis=1), ex, np.array([f"c{i}" for i in range(C)]), {"generator": "copier"})
+    with pytest.warns(UserWarning, match="6-way"):
+        m = evaluate(s, simclr=critics[0], protonet=critics[1], precision=precision, **FAST)
+    assert m["recognizability"] == 100.0
+    # zero up to float rounding: a drawing's features depend slightly on the batch it is computed in
+    assert m["diversity_raw"] == pytest.approx(0.0, abs=1e-6) and m["diversity"] == pytest.approx(0.0, abs=1e-5)
+    assert m["originality"] == pytest.approx(0.0, abs=1e-5)
+    assert m["vendi"] == pytest.approx(1.0)
+    assert m["generalization_curve"]["recognizability"] == [100.0] * 10
+    assert m["ci95"]["recognizability"] == [100.0, 100.0]
+    assert m["protocol"]["ways"] == 6 and m["protocol"]["bins"] == 10 and m["samples_per_class"] == S
+    assert m["protocol"]["precision"] == precision
+
+
+class _Counting:
+    """Delegates to a critic and counts the drawings it embeds."""
+
+    def __init__(self, critic, method):
+        # an eval-mode copy: the runner calls a non-module critic from several threads as it is
+        critic = copy.deepcopy(critic).eval()
+        self.critic, self.method, self.seen, self.lock = critic, method, 0, threading.Lock()
+        self.image_size, self.threshold, self.name, self.weights_hash = critic.image_size, critic.threshold, None, None
+
+    def _run(self, images, batch_size=1024):
+        with self.lock:  # evaluate may call from several threads
+            self.seen += len(images)
+        return getattr(self.critic, self.method)(images)
+
+    def features(self, images, batch_size=1024):
+        return self._run(images)
+
+    def embed(self, images, batch_size=1024):
+        return self._run(images)
+
+
+def test_each_drawing_is_embedded_once_per_critic(critics):
+    simclr, protonet = _Counting(critics[0], "features"), _Counting(critics[1], "embed")
+    s = _noisy(_exemplars(), 0.1, 1, "noisy")
+    with pytest.warns(UserWarning):
+        m = evaluate(s, simclr=simclr, protonet=protonet, batch_images=25, **FAST)  # 2 classes per batch
+    assert simclr.seen == protonet.seen == C * (S + 1)
+    assert 0.0 < m["originality"] and 0.0 < m["diversity"]
+    lo, hi = m["ci95"]["diversity"]
+    assert lo <= m["diversity"] <= hi
+
+
+def test_cli_evaluate_writes_the_metrics_file(cli, critic_dirs, tmp_path):
+    ex = _exemplars()
+    model = write_samples(_noisy(ex, 0.15, 1, "model"), tmp_path / "model.npz")
+    human = write_samples(_noisy(ex, 0.05, 2, "human"), tmp_path / "human.npz")
+    out = tmp_path / "metrics.json"
+    r = cli("evaluate", model, "--simclr", critic_dirs[0], "--protonet", critic_dirs[1], "--human", human,
+            "--queries", 20, "--bootstrap", 100, "--out", out)
+    assert r.code == 0, r
+    assert "wrote metrics" in r.out and "drawgap: warning: only 6 classes" in r.err
+    m = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert m == read_metrics(out)
+    for key in ("diversity", "diversity_raw", "diversity_normalized", "recognizability", "originality",
+                "generalization_curve", "vendi", "per_class", "ci95", "n_classes", "samples_per_class", "critics",
+                "protocol", "samples_meta", "distance_to_human", "curve_gap", "provenance"):
+        assert key in m, key
+    assert m["format"] == METRICS_FORMAT and m["system"] == "model" and m["n_classes"] == C
+    assert m["diversity"] == m["diversity_normalized"]
+    assert len(m["per_class"]["recognizability"]) == C and len(m["per_class"]["curve_recognizability"][0]) == 10
+    assert m["critics"]["simclr"]["weights_hash"] and m["critics"]["protonet"]["weights_hash"]
+    assert m["protocol"]["seed"] == 44 and m["protocol"]["nb_test"] == 20
+    assert m["provenance"]["config"]["queries"] == 20 and "torch" in m["provenance"]["versions"]
+    # z-scored over {model, human}: the trivial 2 sqrt 2 when both coordinates differ
+    assert m["distance_to_human"]["value"] == pytest.approx(2 * np.sqrt(2))
+    assert m["distance_to_human"]["delta"]["diversity"] == pytest.approx(m["diversity"] - m["human"]["diversity"])
+    assert len(m["distance_to_human"]["per_class"]) == C
+
+
+@pytest.fixture(scope="module")
+def three_systems(critics):
+    """Metrics of humans and two models of growing noise (evaluated once for the compare tests)."""
+    ex = _exemplars()
+    with pytest.warns(UserWarning):
+        return [evaluate(_noisy(ex, flip, seed, name), simclr=critics[0], protonet=critics[1], **FAST)
+                for name, flip, seed in (("human", 0.05, 2), ("model-a", 0.15, 1), ("model-b", 0.3, 3))]
+
+
+def test_cli_compare_table_and_figure(cli, three_systems, tmp_path):
+    files = [write_metrics(m, tmp_path / f"{m['system']}.json") for m in three_systems]
+    fig = tmp_path / "cmp.png"
+    r = cli("compare", *files, "--out", fig)
+    assert r.code == 0, r
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = r.out.splitlines()
+    assert lines[0].startswith("system") and lines[2].startswith("human *") and "wrote figure" in lines[-1]
+    loaded = [read_metrics(f) for f in files]
+    expected = distance_to_human({m["system"]: (m["diversity"], m["recognizability"]) for m in loaded}, "human")
+    result = compare(loaded)
+    assert [row["distance_to_human"] for row in result["systems"]] == pytest.approx([expected[n] for n in ("human", "model-a", "model-b")])
+    assert result["systems"][0]["distance_to_human"] == 0.0 and result["systems"][0]["curve_gap"] == 0.0
+    assert f"{expected['model-b']:.3f}" in lines[4]
+
+
+def _raw_samples(path, samples, exemplars):
+    meta = np.array(json.dumps({"format": "drawgap.samples/1", "generator": "raw"}))
+    np.savez(path, samples=samples, exemplars=exemplars, classes=np.array([f"c{i}" for i in range(len(samples))]), meta=meta)
+    return path
+
+
+@pytest.mark.parametrize("case, words", [
+    ("sizes", "exemplars: expected exemplars of the samples' size 16"),
+    ("one_sample", "samples: expected at least 2 samples per class, got 1"),
+    ("nan", "samples: expected finite values, found NaN or inf"),
+    ("too_big", "samples: expected drawings within 2x of the critic"),
+])
+def test_cli_evaluate_bad_samples_exit_2(cli, critic_dirs, tmp_path, case, words):
+    ex = _exemplars()
+    samples, exemplars = np.repeat(ex[:, None], 3, axis=1), ex
+    if case == "sizes":
+        exemplars = ex[:, :12, :12].copy()
+    elif case == "one_sample":
+        samples = samples[:, :1]
+    elif case == "nan":
+        samples, exemplars = samples.astype(np.float32) / 255, exemplars.astype(np.float32) / 255
+        samples[0, 0, 0, 0] = np.nan
+    elif case == "too_big":
+        samples, exemplars = np.zeros((C, 3, 40, 40), np.uint8), np.zeros((C, 40, 40), np.uint8)
+    path = _raw_samples(tmp_path / "bad.npz", samples, exemplars)
+    out = tmp_path / "m.json"
+    r = cli("evaluate", path, "--simclr", critic_dirs[0], "--protonet", critic_dirs[1], "--out", out)
+    assert r.code == 2, r
+    assert words in r.err and len(r.err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_evaluate_bad_options_exit_2(cli, critic_dirs, tmp_path):
+    s = write_samples(_noisy(_exemplars(), 0.1, 1, "m"), tmp_path / "s.npz")
+    r = cli("evaluate", s, "--critics", "no-such", "--out", tmp_path / "m.json")
+    assert r.code == 2 and "no-such-simclr" in r.err
+    r = cli("evaluate", s, "--critics", "omniglot", "--simclr", critic_dirs[0], "--out", tmp_path / "m.json")
+    assert r.code == 2 and "not both" in r.err
+    r = cli("evaluate", s, "--simclr", critic_dirs[0], "--protonet", critic_dirs[1], "--queries", 0, "--out", tmp_path / "m.json")
+    assert r.code == 2 and "queries" in r.err
+    r = cli("evaluate", s, "--simclr", critic_dirs[0], "--protonet", critic_dirs[1], "--precision", "fp8", "--out", tmp_path / "m.json")
+    assert r.code == 2 and "precision" in r.err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_cli_compare_bad_inputs_exit_2(cli, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = cli("compare", bad)
+    assert r.code == 2 and "bad.json" in r.err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something/1"}))
+    assert cli("compare", other).code == 2
+    assert cli("compare", tmp_path / "missing.json").code == 2
+
+
+def test_compare_refuses_mixed_critics_and_unknown_human(three_systems):
+    a = three_systems[1]
+    b = json.loads(json.dumps(a))
+    b["critics"]["simclr"]["weights_hash"] = "other"
+    with pytest.raises(InputError, match="same critics"):
+        compare([a, b])
+    with pytest.raises(InputError, match="--human"):
+        compare([a, a], human="nobody")
+    result = compare([a, a])  # no human: no distances, no error; names made distinct
+    assert result["human"] is None and [r["name"] for r in result["systems"]] == ["model-a", "model-a-2"]
+
+
+def test_inference_copy_keeps_the_critic_and_its_features():
+    from drawgap.metrics.evaluate import inference_copy
+
+    simclr = SimCLRCritic("omniglot", image_size=SIZE)
+    with torch.no_grad():  # give the batch norms non-trivial statistics to fold
+        for m in simclr.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+    images = torch.as_tensor(_exemplars())
+    before = simclr.features(images)
+    fast = inference_copy(simclr)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in simclr.modules())  # the original is untouched
+    torch.testing.assert_close(fast.features(images), before, rtol=1e-4, atol=1e-5)
+    assert fast.name == simclr.name and fast.weights_hash == simclr.weights_hash
+
+
+def test_critic_runner_splits_over_threads_and_restores_the_thread_count(critics):
+    from drawgap.metrics.evaluate import CriticRunner
+
+    images = torch.as_tensor(np.concatenate([_exemplars(seed) for seed in range(4)]))
+    assert critics[0].training  # a fresh module: the runner must not run it in training mode from threads
+    threads = torch.get_num_threads()
+    with CriticRunner(*critics, workers=3) as run:
+        assert torch.get_num_threads() == 1
+        features, embeddings = run(images)
+    assert torch.get_num_threads() == threads
+    torch.testing.assert_close(features, critics[0].features(images), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(embeddings, critics[1].embed(images), rtol=1e-4, atol=1e-5)
+    assert critics[0].training and critics[1].training  # left as they were
+
+
+def test_human_reference_as_metrics_equals_human_samples(critics, three_systems):
+    ex = _exemplars()
+    model = _noisy(ex, 0.15, 1, "model-a")
+    with pytest.warns(UserWarning):
+        from_samples = evaluate(model, simclr=critics[0], protonet=critics[1], human=_noisy(ex, 0.05, 2, "human"), **FAST)
+        from_metrics = evaluate(model, simclr=critics[0], protonet=critics[1], human=three_systems[0], **FAST)
+    assert from_samples["distance_to_human"]["delta"] == pytest.approx(from_metrics["distance_to_human"]["delta"])
+    assert from_samples["curve_gap"] == from_metrics["curve_gap"]
+    other = json.loads(json.dumps(three_systems[0]))
+    other["critics"]["protonet"]["weights_hash"] = "different"
+    with pytest.raises(InputError, match="same critics"):  # checked before any work: no warning either
+        evaluate(model, simclr=critics[0], protonet=critics[1], human=other, **FAST)
