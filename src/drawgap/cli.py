@@ -485,6 +485,310 @@ def critics_check(
                    f"seed {seed}): {scores[f'{ways}way_1shot_accuracy']:.2f} %")
 
 
+# -------------------------------------------------------------------------------------------- importance
+
+importance_app = typer.Typer(help="Feature importance (SPEC.md 5): model maps, human maps from clicks, comparison, figure.", no_args_is_help=True)
+app.add_typer(importance_app, name="importance")
+importance_maps_app = typer.Typer(help="Importance maps of a critic or a diffusion model (.npz, drawgap.importance_maps/1).", no_args_is_help=True)
+importance_app.add_typer(importance_maps_app, name="maps")
+
+
+def _maps_summary(m) -> str:
+    return f"{m.method}, {len(m)} maps of {m.resolution}x{m.resolution}, {len(set(m.categories))} categories"
+
+
+def _named_maps(paths: list[Path]) -> dict:
+    """Maps files by method name (the file's stem where two share a method)."""
+    from drawgap.importance.maps_file import read_maps
+
+    named = {}
+    for path in paths:
+        m = read_maps(path)
+        named[m.method if m.method not in named else path.stem] = m
+    return named
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@importance_maps_app.command("critic")
+def importance_maps_critic(
+    critic: str = typer.Argument(..., help="Critic: shipped name (e.g. strokes-protonet) or folder."),
+    data: Path = typer.Option(..., "--data", help="Dataset file (drawings besides the exemplars) or samples file (its samples)."),
+    out: Path = typer.Option(..., "--out", help="Maps file to write (.npz)."),
+    method: str = typer.Option("saliency", "--method", help="saliency | integrated_gradients | smoothgrad | occlusion | rise | sobol."),
+    per_class: int = typer.Option(1, "--per-class", help="Drawings explained per class."),
+    option: list[str] = typer.Option([], "--option", help="Method option KEY=VALUE (repeatable), e.g. n_steps=64."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the drawings' choice and of random methods."),
+) -> None:
+    """Which pixels drive a critic's one-shot decision (target: the drawing's class among the exemplars)."""
+    from drawgap.critics import load_critic
+    from drawgap.importance.critic_attribution import critic_importance, parse_options, read_drawings_file
+    from drawgap.importance.maps_file import write_maps
+
+    options = parse_options(option, method)
+    m = critic_importance(load_critic(critic), read_drawings_file(data), method, per_class=per_class, seed=seed, **options)
+    _echo_written("maps", write_maps(m, out), _maps_summary(m))
+
+
+@importance_maps_app.command("diffusion")
+def importance_maps_diffusion(
+    run_dir: Path = typer.Argument(..., help="Run directory of a trained cfgdm (or ddpm, loss_grad only)."),
+    exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
+    out: Path = typer.Option(..., "--out", help="Maps file (.npz); with several --kind, one file per kind: OUT.<kind>.npz."),
+    kind: list[str] = typer.Option(["guided"], "--kind", help="guided | implicit | loss_grad (repeatable)."),
+    classes: int = typer.Option(0, "--classes", help="Only the first N classes (0: all)."),
+    trajectories: int = typer.Option(25, "--trajectories", help="Sampling trajectories per exemplar."),
+    sampler: str = typer.Option("dpm++", "--sampler", help="ancestral | ddim | dpm++."),
+    steps: Optional[int] = typer.Option(10, "--steps", help="Sampler steps (ancestral: all T)."),
+    guidance: float = typer.Option(1.0, "--guidance", help="Guidance g (the paper's CFGDM: 1)."),
+    t_min: int = typer.Option(1, "--t-min", help="Smallest timestep kept in the maps."),
+    t_max: Optional[int] = typer.Option(None, "--t-max", help="Largest timestep kept (default T)."),
+    grad_steps: int = typer.Option(3, "--grad-steps", help="Timesteps at which the loss gradient is taken."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Trajectories per network call."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (denoiser under bfloat16 autocast: faster, ~3 significant digits)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the trajectories."),
+) -> None:
+    """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2)."""
+    from drawgap.importance.critic_attribution import read_drawings_file
+    from drawgap.importance.diffusion_maps import diffusion_importance, exemplars_of
+    from drawgap.importance.maps_file import write_maps
+    from drawgap.models import load_generator
+
+    images, classes_, ids = exemplars_of(read_drawings_file(exemplars), classes)
+    generator = load_generator(run_dir)
+    results = diffusion_importance(
+        generator, images, classes_, seed=seed, progress=True, image_ids=ids, kinds=tuple(kind),
+        n_trajectories=trajectories, sampler=sampler, steps=steps, guidance=guidance,
+        t_range=(t_min, t_max or generator.schedule.config.num_train_timesteps), grad_steps=grad_steps,
+        batch_size=batch_size, precision=precision)
+    for k, m in results.items():
+        path = out if len(results) == 1 else out.with_name(f"{out.stem}.{k}{out.suffix or '.npz'}")
+        _echo_written("maps", write_maps(m, path), _maps_summary(m))
+
+
+@importance_app.command("human")
+def importance_human(
+    clicks: Path = typer.Argument(..., help="Clicks file: `drawgap clickme export` .npz, or CSV x,y,time,participant,image[,category]."),
+    out: Path = typer.Option(..., "--out", help="Maps file to write (.npz)."),
+    rule: str = typer.Option("box", "--rule", help="box (the paper's +1 per click in a +-radius box) | gaussian."),
+    radius: int = typer.Option(9, "--radius", help="Box half-size in canvas pixels (rule box)."),
+    blur_size: int = typer.Option(33, "--blur-size", help="Gaussian kernel size in canvas pixels (rule gaussian)."),
+    sigma: float = typer.Option(11.0, "--sigma", help="Gaussian sigma in canvas pixels (rule gaussian)."),
+    canvas: Optional[int] = typer.Option(None, "--canvas", help="Canvas size (default: the file's, else 256)."),
+    resolution: int = typer.Option(48, "--resolution", help="Size of the maps (the comparison resolution)."),
+    min_participants: int = typer.Option(1, "--min-participants", help="Drop images with fewer participants."),
+    min_clicks: int = typer.Option(1, "--min-clicks", help="Drop a participant's map of an image with fewer clicks."),
+    splits: int = typer.Option(50, "--splits", help="Random split-halves for the reliability (the human ceiling)."),
+    include_skipped: bool = typer.Option(False, "--include-skipped", help="Keep trials the participant skipped."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset file the stimuli came from (stores the drawings with the maps)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split-halves."),
+) -> None:
+    """Human importance maps from clicks, averaged over participants, with their split-half reliability."""
+    from drawgap.data.formats import read_dataset
+    from drawgap.importance.human_maps import build_human_maps, read_clicks
+    from drawgap.importance.maps_file import write_maps
+
+    c = read_clicks(clicks, canvas=canvas, exclude_skipped=not include_skipped)
+    if dataset is not None:
+        c = c.with_images_from(read_dataset(dataset))
+    m = build_human_maps(c, rule=rule, radius=radius, blur_size=blur_size, sigma=sigma, resolution=resolution,
+                         min_participants=min_participants, min_clicks=min_clicks, n_splits=splits, seed=seed)
+    ceiling = m.meta["ceiling_median"]
+    _echo_written("maps", write_maps(m, out), f"{_maps_summary(m)}, median ceiling "
+                  f"{'n/a (one participant per image)' if ceiling is None else f'{ceiling:.3f}'}")
+
+
+@importance_app.command("compare")
+def importance_compare(
+    human: Path = typer.Argument(..., help="Human maps file (.npz)."),
+    models: list[Path] = typer.Argument(..., help="Model maps files (.npz); with two or more, also paired tests between them."),
+    out: Path = typer.Option(..., "--out", help="Comparison file to write (.json)."),
+    resolution: int = typer.Option(48, "--resolution", help="Comparison resolution."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Region threshold, a fraction of each map's maximum."),
+) -> None:
+    """Spearman rho per category vs human maps (with ceiling and null), localization, Wilcoxon tests."""
+    from drawgap.importance.compare import compare_sources
+    from drawgap.importance.maps_file import read_maps
+    from drawgap.io import write_json_atomic
+
+    result = compare_sources(read_maps(human), _named_maps(models), resolution, threshold)
+    write_json_atomic(out, result)
+    for name, r in result["models"].items():
+        s, lh, lm = r["summary"], r["localization"]["human_mean"], r["localization"]["model_mean"]
+        typer.echo(f"{name}: rho {_num(s['spearman_mean'])} (null {_num(s['null_spearman_mean'])}, "
+                   f"{_num(s['fraction_of_ceiling_mean'])} of ceiling) over {len(r['categories'])} categories; "
+                   f"pixels for 50% mass human {_num(lh['pixels_50'])} vs model {_num(lm['pixels_50'])}; "
+                   f"regions {_num(lh['regions'])} vs {_num(lm['regions'])}")
+    typer.echo(f"wrote comparison {out}")
+
+
+@importance_app.command("ink")
+def importance_ink(
+    maps: Path = typer.Argument(..., help="Maps file (.npz) that stores its images."),
+    out: Path = typer.Option(..., "--out", help="Report to write (.json)."),
+    strokes: Optional[Path] = typer.Option(None, "--strokes", help="The built-in strokes dataset file the images come from: adds the mass per stroke."),
+    resolution: int = typer.Option(48, "--resolution", help="Resolution of the measures."),
+    dilate: int = typer.Option(1, "--dilate", help="Pixels by which the ink mask is dilated."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Region threshold, a fraction of each map's maximum."),
+) -> None:
+    """How much of each map's mass lies on the ink vs the background, and how localized the maps are."""
+    from drawgap.data.formats import read_dataset
+    from drawgap.importance.compare import ink_report, strokes_masks
+    from drawgap.importance.maps_file import read_maps
+    from drawgap.io import write_json_atomic
+
+    m = read_maps(maps)
+    masks = strokes_masks(read_dataset(strokes), m.image_ids, path=maps) if strokes is not None else None
+    report = ink_report(m, resolution, threshold, dilate, masks)
+    write_json_atomic(out, report)
+    mean = report["mean"]
+    typer.echo(f"{m.method}: mass on ink {_num(mean['mass_on_ink'])} (ink area {_num(mean['ink_area'])}, "
+               f"enrichment {_num(mean['ink_enrichment'])}); pixels for 50% mass {_num(mean['pixels_50'])}; "
+               f"regions {_num(mean['regions'])}")
+    typer.echo(f"wrote ink report {out}")
+
+
+@importance_app.command("figure")
+def importance_figure_cmd(
+    models: list[Path] = typer.Argument(..., help="Model maps files (.npz), one row each."),
+    out: Path = typer.Option(..., "--out", help="Figure to write (.png, .pdf or .svg)."),
+    human: Optional[Path] = typer.Option(None, "--human", help="Human maps file (.npz): the row under the exemplars."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated categories (default: the first shared ones)."),
+    max_categories: int = typer.Option(10, "--max-categories", help="Columns when --categories is not given."),
+    resolution: int = typer.Option(48, "--resolution", help="Resolution of the maps shown."),
+) -> None:
+    """Exemplar, human map and model maps per category, like ICML Fig. 5."""
+    from drawgap.importance.maps_file import read_maps
+    from drawgap.report.figures import save_figure
+    from drawgap.report.importance_figure import figure_data, importance_figure
+
+    names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    cats, drawings, human_maps, model_maps, label = figure_data(read_maps(human) if human else None, _named_maps(models),
+                                                                resolution, names, max_categories)
+    path = save_figure(importance_figure(cats, drawings, human_maps, model_maps, drawing_label=label), out)
+    _echo_written("figure", path, f"{len(cats)} categories, {len(model_maps)} model(s)")
+
+
+# ------------------------------------------------------------------------------ train / sample (generators)
+
+
+@app.command("train")
+def train_cmd(
+    generator: str = typer.Argument(..., help="ddpm | cfgdm | fsdm"),
+    data: Path = typer.Option(..., "--data", help="Training dataset file (.npz)."),
+    out: Path = typer.Option(..., "--out", help="Run directory: generator.json + weights.safetensors (EMA), checkpoints/, log.jsonl."),
+    preset: str = typer.Option("default", "--preset", help="Denoiser: default (lean UNet2DModel) or paper (the ICML ConvNeXt U-Net)."),
+    n_feat: Optional[int] = typer.Option(None, "--n-feat", help="Paper preset width: 48 (Omniglot, the default) or 60 (QuickDraw-FS)."),
+    set_size: Optional[int] = typer.Option(None, "--set-size", help="fsdm: drawings per class-homogeneous training set (default 5)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in all (the LR decays linearly to 0 there)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget of this run; without --steps the step count is estimated from the speed."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per step and process (fsdm: sets) [64]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [1e-4]."),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="linear (decay to 0, SPEC.md 2.1) or constant [linear]."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 mixed precision [off]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, data order and noise [0]."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps (and on Ctrl-C / SIGTERM) [500]."),
+    augment_class: Optional[bool] = typer.Option(None, "--augment-class/--no-augment-class", help="QuickDraw-FS class augmentation (SPEC.md 1.2) [off]."),
+    cpu: Optional[bool] = typer.Option(None, "--cpu/--no-cpu", help="Train on the CPU even where a GPU is present."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint, exactly."),
+) -> None:
+    """Train a diffusion generator; runs as is on CPU/GPU, or on N processes under `accelerate launch`."""
+    from drawgap.models.training import run_training
+
+    if n_feat is not None and preset != "paper":
+        raise InputError("--n-feat sets the width of the paper preset; add --preset paper", field="--n-feat")
+    if set_size is not None and generator != "fsdm":
+        raise InputError("--set-size applies to fsdm only", field="--set-size")
+    result = run_training(
+        generator, data, out, preset=preset, denoiser={} if n_feat is None else {"n_feat": n_feat},
+        generator_config={} if set_size is None else {"set_size": set_size}, resume=resume, progress=sys.stderr.isatty(),
+        steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, bf16=bf16, seed=seed,
+        checkpoint_every=checkpoint_every, augment_class=augment_class, cpu=cpu,
+    )
+    state = result.state
+    if result.process_index == 0:
+        loss = "-" if state.loss is None else f"{state.loss:.4f}"
+        _echo_written("generator", out, f"{generator}, step {state.step}/{state.total_steps}, loss {loss}, {state.seconds / 60:.1f} min, stopped by {result.stopped_by}")
+    typer.echo(f"process {result.process_index}/{result.num_processes}: step {state.step}, weights sha256 {result.weights_sha256}")
+    if result.stopped_by == "signal":
+        typer.echo(f"drawgap: interrupted at step {state.step}; checkpoint saved, continue with --resume", err=True)
+        sys.exit(130)
+
+
+@app.command("sample")
+def sample_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `drawgap train`."),
+    exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the samples files, one per guidance value: GENERATOR_gG.npz."),
+    per_exemplar: int = typer.Option(20, "--per-exemplar", help="Drawings per exemplar."),
+    guidance: Optional[str] = typer.Option(None, "--guidance", help="Comma-separated guidance values g, e.g. 0,0.5,1,2 (cfgdm; default 1, ddpm 0)."),
+    sampler: str = typer.Option("dpm++", "--sampler", help="ancestral (all T = 500 steps, the paper's) | ddim | dpm++."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (ancestral: T; ddim / dpm++: default 20)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: drawing k of class c depends only on (seed, c, k)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Drawings per network call (guidance doubles it)."),
+    classes: int = typer.Option(0, "--classes", help="Only the first N classes (0: all)."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu)."),
+) -> None:
+    """Draw from each exemplar with a trained generator; write samples files ready for `drawgap evaluate`."""
+    from drawgap.models.sampling import parse_guidance, sample_to_files
+
+    paths = sample_to_files(
+        run_dir, exemplars, out, per_exemplar=per_exemplar, guidance=parse_guidance(guidance), sampler=sampler,
+        steps=steps, seed=seed, batch_size=batch_size, classes=classes, device=device, progress=sys.stderr.isatty(),
+    )
+    from drawgap.data.formats import read_samples
+
+    for path in paths:
+        s = read_samples(path)
+        _echo_written("samples", path, f"{_samples_summary(s)}, {s.meta['params']['sampler']} x{s.meta['params']['steps']}, g={s.meta['params']['guidance']}")
+
+
+# ------------------------------------------------------------------------------------------- report / demo
+
+
+@app.command("report")
+def report_cmd(
+    results_dir: Path = typer.Argument(..., help="Results directory: its metrics files (any depth), samples files and importance maps."),
+    out: Path = typer.Option(..., "--out", help="HTML file to write (self-contained: figures embedded)."),
+    figures: Optional[Path] = typer.Option(None, "--figures", help="Also write every figure here as PNG and PDF (default: RESULTS_DIR/figures)."),
+) -> None:
+    """One HTML report: findings in numbers, figures, metrics with 95% intervals, distance to human, provenance."""
+    from drawgap.report.html import write_report
+
+    figures_dir = figures if figures is not None else results_dir / "figures"
+    path = write_report(results_dir, out, figures_dir)
+    _echo_written("report", path, f"figures as PNG and PDF in {figures_dir}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder that keeps everything: data, generators, samples, metrics, figures, report."),
+    data: str = typer.Option("strokes", "--data", help="strokes (built-in, offline) or omniglot (weak split)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Omniglot: local folder or zip of the official archives (offline)."),
+    train: bool = typer.Option(False, "--train", help="Train the generators here from scratch instead of loading the shipped ones."),
+    budget: float = typer.Option(10.0, "--budget", help="Minutes of training, all generators together (with --train, or when none is shipped)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps per generator, instead of the budget's estimate."),
+    classes: int = typer.Option(20, "--classes", help="Test exemplars to draw from and evaluate (0: every test class)."),
+    per_exemplar: int = typer.Option(10, "--per-exemplar", help="Drawings per exemplar (and human drawings per class)."),
+    sampler_steps: int = typer.Option(10, "--sampler-steps", help="DPM-Solver++ steps per drawing."),
+    guidance: str = typer.Option("0,0.5,1,2", "--guidance", help="Comma-separated CFGDM guidance values."),
+    queries: int = typer.Option(500, "--queries", help="Queries per class in the recognizability task list."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the training and of the drawings."),
+) -> None:
+    """The whole study into one folder: data, generators, sampling, evaluation, report (what `make demo` runs)."""
+    from drawgap.models.sampling import parse_guidance
+    from drawgap.pipelines.demo import DemoConfig, main_console, run_demo
+
+    config = DemoConfig(out=out, data=data, source=source, train=train, budget=budget, train_steps=train_steps,
+                        classes=classes, per_exemplar=per_exemplar, sampler_steps=sampler_steps,
+                        guidance=tuple(parse_guidance(guidance)), queries=queries, bootstrap=bootstrap, seed=seed)
+    with _metric_warnings_to_stderr():
+        run_demo(config, main_console())
+
+
 # --------------------------------------------------------------------------------------------- entry point
 
 

@@ -1,0 +1,238 @@
+"""Importance maps of an exemplar-conditioned diffusion model (SPEC.md 5.2), computed along its sampling
+trajectories: which pixels does the exemplar make the model draw, and which exemplar pixels matter.
+
+For each exemplar c, `n_trajectories` drawings are sampled with classifier-free guidance g (the paper's
+convention, eps = (1 + g) eps_c - g eps_u, null condition = all-zeros exemplar). At every visited timestep t
+in `t_range`, with m_t = sqrt(1 - alphabar_t):
+- "guided" (a):   sum_t | m_t ((1 + g) eps_c - g eps_u) |, the guided noise scaled to data units, the
+  pixel-space analogue of the [LM] released score (SPEC.md 5.2, best guess for ICML);
+- "implicit" (b): sum_t | eps_c - eps_u | / m_t, the magnitude of CFG's implicit-classifier gradient
+  grad_x log p(c | x_t) = -(eps_c - eps_u) / m_t;
+- "loss_grad" (c): sum_t | d L_t / d c |, the gradient w.r.t. the exemplar's pixels of the conditional
+  denoising loss L_t = || eps_theta(x_t, t, c) - eps*_t ||^2, where eps*_t = (x_t - sqrt(alphabar_t) x_0) / m_t
+  is the noise that separates the trajectory's x_t from the drawing x_0 it ends in. (a) and (b) live in the
+  drawing's pixel space, (c) in the exemplar's; all are averaged over trajectories.
+
+Defaults and why:
+- sampler "dpm++" (DPM-Solver++ 2M) with `steps` = 10: the fastest solver of `drawgap.models` that still
+  gives drawings, so 25 exemplars x 25 trajectories fit the 5-minute CPU budget of the benchmark; the
+  ancestral T-step sampler of the paper is available (`sampler="ancestral"`) when time allows;
+- `t_range` = all timesteps: with few steps, every visited step is kept; [LM] keeps 100 of 1000 steps,
+  weighted towards high noise, which the visited steps of a short "trailing" schedule already are;
+- `grad_steps` = 3: the loss gradient costs a forward and a backward pass per step, so it is taken at 3 of
+  the visited steps in `t_range` (evenly spread), rather than at all of them;
+- `precision` = "fp32"; "bf16" runs the denoiser under bfloat16 autocast (about 1.7x faster on CPUs with
+  AVX-512 BF16, about 3 significant digits in eps; maps and sampler updates still accumulate in float32);
+- `n_trajectories` = 25 and guidance g = 1 as in [LM] and the paper's CFGDM; `seed` = 0, and trajectory k
+  of exemplar c starts from the noise of `drawgap.models.base.item_seeds(seed, C, n)[c, k]`, so the
+  trajectories are those of the generator's `sample(..., seed=seed)` with the same sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from drawgap.errors import InputError
+
+KINDS = ("guided", "implicit", "loss_grad")
+Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DiffusionImportance:
+    """DiffusionImportance(denoise, schedule, ...): `denoise(x_t, t, cond) -> eps` with integer timesteps t
+    [B] and exemplars cond [B, 1, H, W]; `schedule` the model's `PaperLinearScheduler` (its alphabar)."""
+
+    denoise: Denoise
+    schedule: object
+    guidance: float = 1.0
+    sampler: str = "dpm++"
+    steps: int | None = 10
+    n_trajectories: int = 25
+    t_range: tuple[int, int] | None = None
+    grad_steps: int = 3
+    kinds: tuple[str, ...] = KINDS
+    batch_size: int = 256
+    precision: str = "fp32"
+    options: dict = field(init=False)
+
+    def __post_init__(self):
+        bad = [k for k in self.kinds if k not in KINDS]
+        if bad or not self.kinds:
+            raise InputError(f"expected kinds among {', '.join(KINDS)}, got {', '.join(map(str, self.kinds)) or 'none'}", field="kinds")
+        if self.n_trajectories < 1:
+            raise InputError(f"expected at least 1 trajectory, got {self.n_trajectories}", field="n_trajectories")
+        if self.precision not in ("fp32", "bf16"):
+            raise InputError(f"expected precision fp32 or bf16, got {self.precision!r}", field="precision")
+        if self.grad_steps < 1:
+            raise InputError(f"expected at least 1 gradient step, got {self.grad_steps}", field="grad_steps")
+        T = int(self.schedule.config.num_train_timesteps)
+        lo, hi = self.t_range or (1, T)
+        if not 1 <= lo <= hi <= T:
+            raise InputError(f"expected a timestep range within 1..{T}, got {lo}..{hi}", field="t_range")
+        self.t_range = (int(lo), int(hi))
+        self.options = {"guidance": self.guidance, "sampler": self.sampler, "steps": self.steps,
+                        "n_trajectories": self.n_trajectories, "t_range": list(self.t_range),
+                        "grad_steps": self.grad_steps, "kinds": list(self.kinds), "precision": self.precision}
+
+    def attribute(self, exemplars: torch.Tensor, seed: int = 0, progress: bool = False,
+                  return_samples: bool = False) -> dict[str, np.ndarray]:
+        """{kind: float32 [C, H, W]} maps for exemplars [C, 1, H, W] in [0, 1]; with `return_samples`, also
+        "samples": the drawings [C, n, H, W] the trajectories end in (clamped to [0, 1], as `sample` returns)."""
+        from tqdm.auto import tqdm
+
+        from drawgap.models.base import item_seeds
+        from drawgap.models.diffusion.samplers import make_scheduler
+
+        lo, hi = self.t_range
+        visited = [int(t) for t in make_scheduler(self.sampler, self.schedule, self.steps).timesteps]
+        if not any(lo <= t <= hi for t in visited):
+            raise InputError(f"no timestep of the {self.sampler} sampler ({', '.join(map(str, visited[:12]))}"
+                             f"{', ...' if len(visited) > 12 else ''}) lies in {lo}..{hi}", field="t_range")
+        c = len(exemplars)
+        seeds = item_seeds(int(seed), c, self.n_trajectories).reshape(-1)
+        # Whole exemplars per chunk (at least one), so a chunk's trajectories share the batched passes.
+        per_chunk = max(1, self.batch_size // self.n_trajectories)
+        out = {k: [] for k in (*self.kinds, *(("samples",) if return_samples else ()))}
+        chunks = range(0, c, per_chunk)
+        for start in tqdm(chunks, desc="diffusion maps", unit="chunk", disable=not progress):
+            ex = exemplars[start: start + per_chunk]
+            s = seeds[start * self.n_trajectories: (start + len(ex)) * self.n_trajectories]
+            for k, v in self._chunk(ex, s).items():
+                if k in out:
+                    out[k].append(v)
+        return {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+
+    # ------------------------------------------------------------------------------------------ one chunk
+
+    def _chunk(self, exemplars: torch.Tensor, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        from drawgap.models.diffusion.guidance import combine, null_condition
+        from drawgap.models.diffusion.samplers import drawing_generators, make_scheduler
+
+        n, g = self.n_trajectories, float(self.guidance)
+        device = exemplars.device
+        cond = exemplars.repeat_interleave(n, dim=0)
+        b = len(cond)
+        abar = self.schedule.alphas_cumprod.to(torch.float64)
+        scheduler = make_scheduler(self.sampler, self.schedule, self.steps)
+        gens = drawing_generators(seeds)
+        x = randn_tensor((b, *exemplars.shape[1:]), generator=gens, device=device, dtype=torch.float32)
+        x = x * scheduler.init_noise_sigma
+        lo, hi = self.t_range
+        kept = [int(t) for t in scheduler.timesteps if lo <= int(t) <= hi]
+        grad_at = set(_spread(kept, self.grad_steps)) if "loss_grad" in self.kinds else set()
+        guided = torch.zeros_like(cond)
+        implicit = torch.zeros_like(cond)
+        saved = []  # (t, x_t) where the loss gradient is taken, once x_0 is known
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                ti = int(t)
+                tb = torch.full((b,), ti, dtype=torch.long, device=device)
+                x_in = scheduler.scale_model_input(x, t)
+                eps_c, eps_u = self._batched(torch.cat([x_in, x_in]), torch.cat([tb, tb]),
+                                             torch.cat([cond, null_condition(cond)])).chunk(2)
+                if ti in kept:
+                    m = float(torch.sqrt(1 - abar[ti]))
+                    guided += (m * combine(eps_c, eps_u, g)).abs()
+                    implicit += (eps_c - eps_u).abs() / m
+                if ti in grad_at:
+                    saved.append((ti, x_in.clone()))
+                x = scheduler.step(combine(eps_c, eps_u, g).float(), t, x, generator=gens).prev_sample
+        h, w = x.shape[-2:]
+        out = {"samples": x.clamp(0.0, 1.0).reshape(-1, n, h, w).cpu().numpy()}
+        if "guided" in self.kinds:
+            out["guided"] = _mean_over_trajectories(guided, n)
+        if "implicit" in self.kinds:
+            out["implicit"] = _mean_over_trajectories(implicit, n)
+        if "loss_grad" in self.kinds:
+            out["loss_grad"] = _mean_over_trajectories(self._loss_grad(cond, x, saved, abar), n)
+        return out
+
+    def _loss_grad(self, cond: torch.Tensor, x0: torch.Tensor, saved: list, abar: torch.Tensor) -> torch.Tensor:
+        """sum over saved steps of |d L_t / d cond| per trajectory (each trajectory has its own copy of c)."""
+        total = torch.zeros_like(cond)
+        for ti, x_t in saved:
+            a = float(abar[ti])
+            target = (x_t - a ** 0.5 * x0) / (1 - a) ** 0.5
+            for s in range(0, len(cond), self.batch_size):
+                c = cond[s: s + self.batch_size].detach().requires_grad_(True)
+                tb = torch.full((len(c),), ti, dtype=torch.long, device=c.device)
+                eps = self._net(x_t[s: s + self.batch_size], tb, c)
+                loss = (eps - target[s: s + self.batch_size]).pow(2).sum()  # per-trajectory sums: grads stay separate
+                (grad,) = torch.autograd.grad(loss, c)
+                total[s: s + self.batch_size] += grad.abs()
+        return total
+
+    def _batched(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        step = 2 * self.batch_size  # a CFG pass doubles the batch
+        return torch.cat([self._net(x[s: s + step], t[s: s + step], cond[s: s + step]) for s in range(0, len(x), step)])
+
+    def _net(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The denoiser, under bfloat16 autocast when precision is "bf16"; float32 out either way (the maps
+        and the sampler's updates accumulate in float32)."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.denoise(x, t, cond).float()
+
+
+def _spread(items: list[int], k: int) -> list[int]:
+    """k items spread evenly over the list (all of them when k >= len)."""
+    if k >= len(items):
+        return list(items)
+    idx = np.unique(np.round(np.linspace(0, len(items) - 1, k)).astype(int))
+    return [items[i] for i in idx]
+
+
+def _mean_over_trajectories(per_trajectory: torch.Tensor, n: int) -> np.ndarray:
+    b, _, h, w = per_trajectory.shape
+    return per_trajectory.reshape(b // n, n, h, w).mean(1).detach().cpu().numpy()
+
+
+def for_generator(generator, **options) -> DiffusionImportance:
+    """DiffusionImportance of a drawgap diffusion generator (`cfgdm`; `ddpm` for the loss gradient only,
+    since a model never trained without its condition has no unconditional noise to compare with)."""
+    if not hasattr(generator, "predict_noise") or not hasattr(generator, "schedule"):
+        raise InputError(f"expected an exemplar-conditioned diffusion generator (cfgdm), got {getattr(generator, 'name', type(generator).__name__)!r}",
+                         field="generator")
+    kinds = tuple(options.get("kinds", KINDS))
+    guidance = float(options.get("guidance", 1.0))
+    if getattr(generator, "cond_drop_prob", 0.1) == 0 and (guidance != 0 or set(kinds) & {"guided", "implicit"}):
+        raise InputError(f"{generator.name} was trained without dropping the condition: it has no unconditional noise "
+                         "for the guided and implicit maps; use a cfgdm, or --kind loss_grad with --guidance 0", field="generator")
+    generator.eval()
+    return DiffusionImportance(generator.predict_noise, generator.schedule, **options)
+
+
+def exemplars_of(source, classes: int = 0):
+    """(exemplars [C, H, W], class names [C], image ids [C] or None) of a dataset file (ids: the exemplars'
+    indices in it) or a samples file; `classes` > 0 keeps the first ones."""
+    from drawgap.data.formats import Dataset
+
+    if classes < 0:
+        raise InputError(f"expected a number of classes >= 0 (0: all), got {classes}", field="classes")
+    n = classes or source.n_classes
+    if isinstance(source, Dataset):
+        return source.exemplar_images()[:n], source.classes[:n], source.exemplars[:n].astype(str)
+    return source.exemplars[:n], source.classes[:n], None
+
+
+def diffusion_importance(generator, exemplars, classes, *, seed: int = 0, progress: bool = False, image_ids=None,
+                         **options) -> dict:
+    """{kind: ImportanceMaps} of a diffusion generator for exemplars (any drawgap image array, one per class)."""
+    from drawgap.importance.maps_file import ImportanceMaps, make_meta
+
+    di = for_generator(generator, **options)
+    cond = generator.check_exemplars(exemplars)
+    maps = di.attribute(cond, seed=seed, progress=progress)
+    classes = np.asarray(classes).astype(str)
+    ids = classes if image_ids is None else np.asarray(image_ids).astype(str)
+    images = cond[:, 0].detach().cpu().numpy().astype(np.float32)
+    generator_info = {"name": getattr(generator, "name", None), "config": getattr(generator, "config", None)}
+    return {kind: ImportanceMaps(m, ids, classes, make_meta(f"diffusion-{kind}", di.options, seed, generator=generator_info),
+                                 images=images)
+            for kind, m in maps.items()}

@@ -1,0 +1,471 @@
+"""One training loop for every generator, on HuggingFace accelerate.
+
+The same call runs on a CPU, one GPU, or many processes: `drawgap train ...` alone, or
+`accelerate launch --multi_gpu --num_processes N -m drawgap.cli train ...` (on a machine without GPUs
+drawgap picks accelerate's CPU backend, gloo, so that command runs N CPU processes; `torchrun` works too).
+`--batch-size` is per process: a step sees batch_size x processes items.
+
+- Optimiser (SPEC.md 2.1): Adam, lr 1e-4, linear decay to 0 at the last step (the paper decays per epoch;
+  per step is the same line without the stairs), no gradient clipping; `--lr-schedule constant` keeps it.
+- EMA of the weights (diffusers' `EMAModel`, warm-up 1 - (1 + step)^-3/4, capped at 0.9999), saved as the
+  run's generator: the paper used none, but averaged weights sample better after short CPU trainings.
+- Mixed precision bf16 with `bf16=True` (autocast; weights, optimizer and EMA stay in float32).
+- Checkpoints every N steps and when stopped by SIGINT/SIGTERM or the time budget, each written into a
+  temporary directory that is renamed into `checkpoints/step_XXXXXXXX` once complete, so the newest
+  checkpoint directory is always whole. `resume=True` reloads model, EMA, optimizer and step and continues
+  exactly: the randomness of step s is seeded from (seed, process, s) and the data order of epoch e from
+  (seed, e), so a resumed run repeats the uninterrupted one bit for bit (tested).
+- The run directory:
+
+      RUN_DIR/generator.json, weights.safetensors   the EMA generator (`load_generator(RUN_DIR)`)
+      RUN_DIR/train.json                             training options, dataset, provenance
+      RUN_DIR/log.jsonl                              step, loss, lr, speed
+      RUN_DIR/checkpoints/step_XXXXXXXX/             accelerate state + state.json (resume)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from drawgap.errors import InputError
+from drawgap.io import write_json_atomic
+from drawgap.models.base import Generator
+from drawgap.models.class_augment import augment_class
+from drawgap.provenance import provenance
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainOptions:
+    steps: int | None = None  # optimizer steps in all; None: estimated from `minutes`
+    minutes: float | None = None  # wall-clock budget of this invocation
+    batch_size: int = 64  # per process
+    lr: float = 1e-4
+    lr_schedule: str = "linear"  # linear decay to 0 at `steps`, or "constant"
+    ema_max_decay: float = 0.9999
+    ema_power: float = 0.75
+    bf16: bool = False
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    augment_class: bool = False
+    log_every: int = 10
+    calibration_steps: int = 20  # steps timed to turn `minutes` into a step count
+    cpu: bool = False  # force the CPU even where a GPU is present
+
+    def check(self) -> "TrainOptions":
+        if self.steps is None and self.minutes is None:
+            raise InputError("expected --steps or --minutes (or both)", field="steps")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise InputError(f"expected a positive integer, got {v}", field=name)
+        if self.minutes is not None and not self.minutes > 0:
+            raise InputError(f"expected a positive number of minutes, got {self.minutes}", field="minutes")
+        if not self.lr > 0:
+            raise InputError(f"expected a positive learning rate, got {self.lr}", field="lr")
+        if self.lr_schedule not in ("linear", "constant"):
+            raise InputError(f"expected linear or constant, got {self.lr_schedule!r}", field="lr_schedule")
+        return self
+
+
+@dataclass
+class TrainState:
+    """Where a training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    total_steps: int | None = None
+    seconds: float = 0.0
+    loss: float | None = None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    stopped_by: str  # "steps", "minutes" or "signal"
+    weights_sha256: str  # of the trained (not averaged) weights, identical on every process
+    process_index: int = 0
+    num_processes: int = 1
+
+
+class EpochPermutation(torch.utils.data.Sampler):
+    """A new permutation each epoch, a function of (seed, epoch) only: the data order a resume relies on."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary directories are ignored)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / "state.json").exists())
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def read_state(checkpoint: Path) -> TrainState:
+    try:
+        return TrainState(**json.loads((checkpoint / "state.json").read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as exc:
+        raise InputError(f"unreadable training state ({exc})", path=checkpoint / "state.json") from None
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then checkpoints and stops)."""
+
+    def __init__(self):
+        self.signalled = False
+        self._previous = {}
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):  # signal handlers can only be set from the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signalled:  # a second signal: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        self.signalled = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------------------------------------- train
+
+
+def train(
+    generator: Generator,
+    dataset,
+    run_dir: str | os.PathLike,
+    options: TrainOptions,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dataset_info: dict | None = None,
+    callback: Callable[[TrainState], None] | None = None,
+) -> TrainResult:
+    """Train `generator` on a drawgap `Dataset` into `run_dir` (see the module docstring).
+
+    With resume=True the generator must be the one the run directory describes (`load_generator`-built or
+    constructed from its generator.json); the newest checkpoint then restores its weights.
+    callback(state) runs after every optimizer step (custom logging, tests).
+    """
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+
+    options.check()
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if resume and latest is None:
+        raise InputError("nothing to resume: no complete checkpoint in the run directory", path=run_dir / CHECKPOINTS)
+    if not resume and latest is not None:
+        raise InputError("already holds a training; pass --resume to continue it or choose a new --out", path=run_dir)
+    if dataset.image_size != generator.image_size:
+        raise InputError(f"expected {generator.image_size}x{generator.image_size} drawings, got {dataset.image_size}", field="images")
+
+    accelerator = Accelerator(
+        mixed_precision="bf16" if options.bf16 else "no",
+        cpu=options.cpu or not torch.cuda.is_available(),
+    )
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    train_set = generator.training_set(dataset, seed=options.seed)
+    order = EpochPermutation(len(train_set), options.seed)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=options.batch_size, sampler=order, drop_last=True)
+    if len(loader) < world:
+        raise InputError(
+            f"expected at least {options.batch_size * world} training items for batch size {options.batch_size} "
+            f"on {world} process(es), got {len(train_set)}",
+            field="batch_size",
+        )
+    optimizer = torch.optim.Adam(generator.parameters(), lr=options.lr)
+    model, optimizer, loader = accelerator.prepare(generator, optimizer, loader)
+    unwrapped = accelerator.unwrap_model(model)
+    model.train()
+    ema = EMAModel(unwrapped.parameters(), decay=options.ema_max_decay, use_ema_warmup=True, power=options.ema_power)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+
+    state = TrainState(total_steps=options.steps)
+    if resume:
+        accelerator.load_state(str(latest))
+        saved = read_state(latest)
+        state = dataclasses.replace(saved, total_steps=options.steps or saved.total_steps)
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"options": dataclasses.asdict(options), "dataset": dataset_info or {}, "processes": world}
+        write_json_atomic(run_dir / "train.json", {**record, "provenance": provenance(record, options.seed)})
+    accelerator.wait_for_everyone()
+
+    def lr_at(step: int) -> float:
+        if options.lr_schedule == "constant" or not state.total_steps:
+            return options.lr
+        return options.lr * max(0.0, 1.0 - step / state.total_steps)
+
+    def save_checkpoint() -> None:
+        _save_checkpoint(accelerator, run_dir, state, ema, unwrapped, options, world)
+
+    bar = _progress(progress and main, state)
+    budget_s = None if options.minutes is None else options.minutes * 60.0
+    started = time.monotonic()
+    calib_from: tuple[int, float] | None = None
+    recent_losses: list[float] = []
+    stopped_by = None
+    with _StopRequest() as stop:
+        while stopped_by is None:
+            # accelerate's loader re-sets its sampler's epoch from its own counter: keep both on ours
+            loader.set_epoch(state.epoch)
+            order.set_epoch(state.epoch)
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(state.epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+            for batch in epoch_loader:
+                if state.total_steps is not None and state.step >= state.total_steps:
+                    stopped_by = "steps"
+                    break
+                step_started = time.monotonic()
+                torch.manual_seed(_step_seed(options.seed, rank, state.step))
+                if options.augment_class:
+                    batch = augment_class(batch, unwrapped.class_keys)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(state.step)
+                loss = model(batch)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                ema.step(unwrapped.parameters())
+                state.step += 1
+                state.batch_in_epoch += 1
+                state.seconds += time.monotonic() - step_started
+                recent_losses.append(float(loss.detach()))
+                if callback is not None:
+                    callback(state)
+
+                if state.step % options.log_every == 0:
+                    mean_loss = float(accelerator.reduce(torch.tensor(np.mean(recent_losses), device=accelerator.device), "mean"))
+                    recent_losses.clear()
+                    state.loss = mean_loss
+                    if main:
+                        _log(run_dir, state, lr_at(state.step), options.batch_size * world, started)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+
+                # turn a time budget into a step count once the speed is known (then the LR decays to 0 on time)
+                if state.total_steps is None:
+                    if calib_from is None:
+                        calib_from = (state.step, time.monotonic())  # after the first (slow) step
+                    elif state.step - calib_from[0] >= options.calibration_steps:
+                        per_step = (time.monotonic() - calib_from[1]) / (state.step - calib_from[0])
+                        left = max(0.0, budget_s - (time.monotonic() - started))
+                        estimate = torch.tensor([state.step + int(left / per_step)], device=accelerator.device)
+                        state.total_steps = int(_broadcast(estimate))
+                        if bar is not None:
+                            bar.total = state.total_steps
+                            bar.refresh()
+
+                flags = torch.tensor(
+                    [float(stop.signalled), float(budget_s is not None and time.monotonic() - started >= budget_s)],
+                    device=accelerator.device,
+                )
+                flags = accelerator.reduce(flags, "sum") if world > 1 else flags
+                if flags[0] > 0:
+                    stopped_by = "signal"
+                elif flags[1] > 0:
+                    stopped_by = "minutes"
+                elif state.total_steps is not None and state.step >= state.total_steps:
+                    stopped_by = "steps"
+                if stopped_by is not None or state.step % options.checkpoint_every == 0:
+                    save_checkpoint()
+                if stopped_by is not None:
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                continue
+        if stopped_by == "steps" and (latest_checkpoint(run_dir) is None or read_state(latest_checkpoint(run_dir)).step != state.step):
+            save_checkpoint()  # resumed at or beyond the final step
+    if bar is not None:
+        bar.close()
+    accelerator.wait_for_everyone()
+    result = TrainResult(run_dir, state, stopped_by, weights_sha256(unwrapped), rank, world)
+    accelerator.end_training()
+    _release_accelerate_state()
+    return result
+
+
+def _release_accelerate_state() -> None:
+    """accelerate keeps one global state per process, mixed precision included; clearing it (not the
+    process group) lets one process train several models in turn, e.g. fp32 then bf16 (benchmarks, tests)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence(seed, spawn_key=(rank, step)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _broadcast(t: torch.Tensor) -> torch.Tensor:
+    from accelerate.utils import broadcast
+
+    return broadcast(t, from_process=0) if torch.distributed.is_available() and torch.distributed.is_initialized() else t
+
+
+def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, unwrapped: Generator, options: TrainOptions, world: int) -> None:
+    """Write checkpoints/step_N through a temporary directory, then the EMA generator into the run dir."""
+    root = run_dir / CHECKPOINTS
+    final = root / f"step_{state.step:08d}"
+    tmp = root / f".step_{state.step:08d}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # every process writes its own RNG state; the main one the rest
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / "state.json", dataclasses.asdict(state))
+        if final.exists():  # stopped again at a step already saved
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        ema.store(unwrapped.parameters())
+        ema.copy_to(unwrapped.parameters())
+        unwrapped.save(run_dir, extra={"training": {**dataclasses.asdict(state), "processes": world, "ema": True}})
+        ema.restore(unwrapped.parameters())
+        for old in checkpoints(run_dir)[: -options.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _progress(enabled: bool, state: TrainState):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=state.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True)
+
+
+def _log(run_dir: Path, state: TrainState, lr: float, global_batch: int, started: float) -> None:
+    per_step = state.seconds / max(state.step, 1)
+    line = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "loss": round(state.loss, 6) if state.loss is not None else None,
+        "lr": lr,
+        "items_per_second": round(global_batch / per_step, 2) if per_step > 0 else None,
+        "seconds": round(state.seconds, 2),
+    }
+    with open(run_dir / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+# ------------------------------------------------------------------------------------- from files (CLI)
+
+# options a resumed run may change; the others are its recipe and stay as first given
+RESUMABLE = ("steps", "minutes", "checkpoint_every", "log_every", "keep_checkpoints")
+
+
+def run_training(
+    name: str,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    preset: str = "default",
+    denoiser: dict | None = None,
+    generator_config: dict | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **options,
+) -> TrainResult:
+    """`drawgap train`: read the dataset file, build (or, with resume, rebuild) the generator, train it.
+
+    options: `TrainOptions` fields; None means "not given" (the default, or on resume the run's value).
+    """
+    from drawgap.data.formats import read_dataset
+    from drawgap.models.base import read_generator_record
+    from drawgap.models.registry import create_generator, generator_class
+
+    unknown = set(options) - {f.name for f in dataclasses.fields(TrainOptions)}
+    if unknown:
+        raise TypeError(f"unknown training options {sorted(unknown)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    dataset = read_dataset(data)
+    out = Path(out)
+    info = {"path": str(data), **{k: dataset.meta.get(k) for k in ("name", "split", "source", "image_size")}}
+    if resume:
+        record = read_generator_record(out)
+        if record["generator"] != name:
+            raise InputError(f"the run trains {record['generator']}, not {name}", path=out, field="generator")
+        saved = _saved_options(out)
+        for key, value in given.items():
+            if key not in RESUMABLE and saved.get(key) != value:
+                raise InputError(f"a resumed run keeps its recipe: {key} is {saved.get(key)!r}, got {value!r}", field=f"--{key.replace('_', '-')}")
+        generator = generator_class(name)(**record["config"])
+        opts = TrainOptions(**{**saved, **given})
+    else:
+        opts = TrainOptions(**given)
+        config = {"image_size": dataset.image_size, "preset": preset, "denoiser": denoiser or {}, **(generator_config or {})}
+        generator = create_generator(name, seed=opts.seed, **config)
+    return train(generator, dataset, out, opts, resume=resume, progress=progress, dataset_info=info)
+
+
+def _saved_options(run_dir: Path) -> dict:
+    path = run_dir / "train.json"
+    try:
+        saved = json.loads(path.read_text())["options"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"unreadable training record ({exc})", path=path) from None
+    known = {f.name for f in dataclasses.fields(TrainOptions)}
+    return {k: v for k, v in saved.items() if k in known}

@@ -1,0 +1,335 @@
+"""`drawgap demo`: the whole study, end to end, into one folder (`make demo` runs it).
+
+Stages, each with a progress display, each writing its files under OUT so that any stage can be re-run
+alone with the CLI command recorded for it in OUT/demo.json (and shown in the report):
+
+1. data        OUT/data/train.npz, test.npz (built-in strokes, or Omniglot's weak split from --source),
+               OUT/data/human.npz: the human drawings of the evaluated test classes, as a samples file;
+2. generators  OUT/generators/<ddpm|cfgdm>/: the shipped generator of the dataset, copied, or (`--train`, or
+               when drawgap ships none yet) one trained here within the time budget;
+3. sample      OUT/samples/ddpm.npz, cfgdm_g0.npz, cfgdm_g0.5.npz, cfgdm_g1.npz, cfgdm_g2.npz: the test
+               exemplars drawn with the fast sampler (DPM-Solver++) at each guidance value;
+4. evaluate    OUT/metrics/human.json and one metrics file per samples file, against the human reference,
+               with the dataset's shipped critics;
+5. report      OUT/report.html and OUT/figures/*.png, *.pdf.
+
+Shipped generators are looked up by name, `<data>-<generator>` (e.g. `strokes-cfgdm`), as run directories
+(generator.json + weights.safetensors, what `drawgap train` writes) under `drawgap/models/weights/`, the
+layout of the shipped critics.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from drawgap.errors import InputError
+from drawgap.io import write_json_atomic
+from drawgap.provenance import provenance
+
+DEMO_FORMAT = "drawgap.demo/1"
+DATASETS = ("strokes", "omniglot")
+GENERATORS = ("ddpm", "cfgdm")
+GUIDANCE = (0.0, 0.5, 1.0, 2.0)
+SHIPPED_GENERATORS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
+RUN_FILES = ("generator.json", "weights.safetensors", "train.json", "TRAINING.md")
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    data: str = "strokes"
+    source: Path | None = None  # Omniglot archives (a folder or the zips); None downloads them
+    train: bool = False  # train the generators here instead of loading the shipped ones
+    budget: float = 10.0  # minutes of training, all generators together (with --train)
+    train_steps: int | None = None  # optimizer steps per generator (instead of the budget's estimate)
+    classes: int = 20  # test exemplars drawn from and evaluated (0: every test class)
+    per_exemplar: int = 10  # drawings per exemplar, and human drawings per class
+    sampler_steps: int = 10  # DPM-Solver++ steps
+    guidance: tuple[float, ...] = GUIDANCE
+    queries: int = 500
+    bootstrap: int = 1000
+    seed: int = 0  # of the training and the drawings (the data are the built-in dataset; evaluation uses its own seed)
+
+    def check(self) -> "DemoConfig":
+        if self.data not in DATASETS:
+            raise InputError(f"expected one of {', '.join(DATASETS)}, got {self.data!r}", field="--data")
+        if self.source is not None and self.data != "omniglot":
+            raise InputError("--source gives the Omniglot archives; add --data omniglot", field="--source")
+        if not self.budget > 0:
+            raise InputError(f"expected a positive number of minutes, got {self.budget}", field="--budget")
+        for name, low in (("classes", 0), ("per_exemplar", 2), ("sampler_steps", 1), ("queries", 1), ("bootstrap", 1)):
+            if getattr(self, name) < low:
+                raise InputError(f"expected an integer >= {low}, got {getattr(self, name)}", field=f"--{name.replace('_', '-')}")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise InputError(f"expected a positive step count, got {self.train_steps}", field="--train-steps")
+        return self
+
+
+@dataclass
+class DemoRecord:
+    """What the demo did: written to OUT/demo.json after every stage."""
+
+    config: dict
+    commands: list[str] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    generators: dict = field(default_factory=dict)
+
+    def save(self, out: Path) -> None:
+        write_json_atomic(out / "demo.json", {"format": DEMO_FORMAT, **asdict(self),
+                                              "provenance": provenance(self.config, self.config.get("seed"))})
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def shipped_generator(data: str, name: str) -> Path | None:
+    """The shipped run directory of generator `name` for dataset `data`, or None if drawgap ships none."""
+    directory = SHIPPED_GENERATORS_DIR / f"{data}-{name}"
+    ok = (directory / "generator.json").is_file() and (directory / "weights.safetensors").is_file()
+    return directory if ok else None
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def _q(path) -> str:
+    """A path as it would be typed in a shell command."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+class _Stage:
+    """Times a stage and records it: `with _Stage(record, out, console, "sample") as stage: ...`."""
+
+    def __init__(self, record: DemoRecord, out: Path, console: Console, name: str, number: int, total: int):
+        self.record, self.out, self.console, self.name = record, out, console, name
+        self.number, self.total = number, total
+        self.outputs: list[str] = []
+
+    def __enter__(self) -> "_Stage":
+        self.console.rule(f"[bold]{self.number}/{self.total} {self.name}")
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is None:
+            seconds = time.perf_counter() - self.started
+            self.record.stages.append({"stage": self.name, "seconds": round(seconds, 1),
+                                       "outputs": [str(Path(p).relative_to(self.out)) for p in self.outputs]})
+            self.record.save(self.out)
+            self.console.print(f"[green]done[/] {self.name} in {seconds:.0f} s")
+
+
+# -------------------------------------------------------------------------------------------- stages
+
+
+def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[str, Path]:
+    """Stage 1: dataset files and the human reference (first `classes` test classes, `per_exemplar` drawings)."""
+    from drawgap.data.formats import write_dataset, write_samples
+
+    data_dir = cfg.out / "data"
+    with _progress(console) as bar:
+        task = bar.add_task(f"building {cfg.data}", total=None)
+        if cfg.data == "strokes":
+            from drawgap.data.strokes import StrokesConfig, build_strokes
+
+            # the default dataset: the one the shipped critics and generators were trained on
+            splits = build_strokes(StrokesConfig())
+            record.commands.append(f"drawgap data strokes --out {_q(data_dir)}")
+        else:
+            from drawgap.data.omniglot import build_omniglot
+
+            splits = build_omniglot(None if cfg.source is None else [cfg.source], split="weak", size=48, progress=False)
+            src = "" if cfg.source is None else f" --source {_q(cfg.source)}"
+            record.commands.append(f"drawgap data omniglot --out {_q(data_dir)} --split weak --size 48{src}")
+        bar.update(task, total=1, completed=1)
+    paths = {split: write_dataset(ds, data_dir / f"{split}.npz") for split, ds in splits.items()}
+    test = splits["test"]
+    n_classes = test.n_classes if cfg.classes == 0 else min(cfg.classes, test.n_classes)
+    per_class = int(test.labels.size and min(np.bincount(test.labels)))
+    if cfg.per_exemplar > per_class:
+        raise InputError(f"expected at most {per_class} drawings per exemplar (the human drawings per test class), "
+                         f"got {cfg.per_exemplar}", field="--per-exemplar")
+    human = test.to_samples(per_class=cfg.per_exemplar)
+    human.samples, human.exemplars, human.classes = (human.samples[:n_classes], human.exemplars[:n_classes],
+                                                     human.classes[:n_classes])
+    human.meta["provenance"] = provenance({"from": str(paths["test"]), "classes": n_classes, "per_class": cfg.per_exemplar},
+                                          cfg.seed)
+    paths["human"] = write_samples(human, data_dir / "human.npz")
+    record.commands.append(f"# human.npz: the first {n_classes} classes x {cfg.per_exemplar} drawings of "
+                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them)")
+    console.print(f"{cfg.data}: {splits['train'].n_classes} train classes, {test.n_classes} test classes; "
+                  f"human reference: {n_classes} classes x {cfg.per_exemplar} drawings")
+    return paths
+
+
+def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, train_data: Path) -> dict[str, Path]:
+    """Stage 2: a run directory per generator in OUT/generators: the shipped one copied, or one trained here."""
+    from drawgap.models.training import run_training
+
+    runs = {}
+    to_train = []
+    for name in GENERATORS:
+        run_dir = cfg.out / "generators" / name
+        shipped = None if cfg.train else shipped_generator(cfg.data, name)
+        if shipped is None:
+            if not cfg.train:
+                console.print(f"[yellow]drawgap ships no {cfg.data}-{name} generator yet: training one here "
+                              f"within the budget ({cfg.budget:g} min for all generators)[/]")
+            to_train.append((name, run_dir))
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for f in RUN_FILES:
+            if (shipped / f).is_file():
+                shutil.copy2(shipped / f, run_dir / f)
+        record.generators[name] = {"source": "shipped", "name": f"{cfg.data}-{name}", "dir": str(run_dir)}
+        record.commands.append(f"cp -r {_q(shipped)} {_q(run_dir)}")
+        console.print(f"{name}: shipped generator {cfg.data}-{name}")
+        runs[name] = run_dir
+    if to_train:
+        minutes = cfg.budget / len(to_train)
+        with _progress(console) as bar:
+            task = bar.add_task("training", total=len(to_train))
+            for name, run_dir in to_train:
+                bar.update(task, description=f"training {name} ({'%d steps' % cfg.train_steps if cfg.train_steps else '%.1f min' % minutes})")
+                result = run_training(name, train_data, run_dir, minutes=None if cfg.train_steps else minutes,
+                                      steps=cfg.train_steps, seed=cfg.seed, progress=False)
+                s = result.state
+                record.generators[name] = {"source": "trained", "dir": str(run_dir), "steps": s.step,
+                                           "seconds": round(s.seconds, 1), "loss": s.loss, "stopped_by": result.stopped_by}
+                budget = f"--steps {cfg.train_steps}" if cfg.train_steps else f"--minutes {minutes:g}"
+                record.commands.append(f"drawgap train {name} --data {_q(train_data)} --out {_q(run_dir)} {budget} --seed {cfg.seed}")
+                console.print(f"{name}: trained {s.step} steps in {s.seconds / 60:.1f} min, loss "
+                              f"{'-' if s.loss is None else f'{s.loss:.4f}'}")
+                runs[name] = run_dir
+                bar.advance(task)
+    return runs
+
+
+def sample_generators(cfg: DemoConfig, record: DemoRecord, console: Console, runs: dict[str, Path],
+                      test_data: Path) -> list[Path]:
+    """Stage 3: DDPM (no guidance) and CFGDM at each guidance value, from the test exemplars."""
+    from drawgap.models.sampling import sample_to_files
+
+    jobs = [("ddpm", None)] + [("cfgdm", g) for g in cfg.guidance]
+    jobs = [(n, g) for n, g in jobs if n in runs]
+    out_dir = cfg.out / "samples"
+    written = []
+    with _progress(console) as bar:
+        task = bar.add_task("sampling", total=len(jobs))
+        for name, g in jobs:
+            bar.update(task, description=f"sampling {name}" + ("" if g is None else f" g={g:g}"))
+            written += sample_to_files(runs[name], test_data, out_dir, per_exemplar=cfg.per_exemplar,
+                                       guidance=None if g is None else [g], sampler="dpm++", steps=cfg.sampler_steps,
+                                       seed=cfg.seed, classes=cfg.classes)
+            bar.advance(task)
+    common = (f"--exemplars {_q(test_data)} --out {_q(out_dir)} --per-exemplar {cfg.per_exemplar} --sampler dpm++ "
+              f"--steps {cfg.sampler_steps} --seed {cfg.seed} --classes {cfg.classes}")
+    if "ddpm" in runs:
+        record.commands.append(f"drawgap sample {_q(runs['ddpm'])} {common}")
+    if "cfgdm" in runs:
+        record.commands.append(f"drawgap sample {_q(runs['cfgdm'])} {common} --guidance {','.join(f'{g:g}' for g in cfg.guidance)}")
+    return written
+
+
+def load_critics(data: str) -> tuple:
+    """The shipped critic pair of a dataset (`<data>-simclr`, `<data>-protonet`); loaded before any work so
+    that missing weights stop the demo at once."""
+    from drawgap.metrics.evaluate import resolve_critics
+
+    return resolve_critics(data)
+
+
+def evaluate_systems(cfg: DemoConfig, record: DemoRecord, console: Console, human: Path,
+                     samples: list[Path], critics: tuple | None = None) -> list[Path]:
+    """Stage 4: metrics of the human reference, then of each samples file against it."""
+    from drawgap.metrics.evaluate import evaluate, write_metrics
+
+    simclr, protonet = critics or load_critics(cfg.data)
+    metrics_dir = cfg.out / "metrics"
+    human_metrics = metrics_dir / "human.json"
+    options = dict(simclr=simclr, protonet=protonet, queries=cfg.queries, bootstrap=cfg.bootstrap)
+    written = []
+    with _progress(console) as bar:
+        task = bar.add_task("evaluating human", total=1 + len(samples))
+        written.append(write_metrics(evaluate(human, name="human", **options), human_metrics))
+        bar.advance(task)
+        for path in samples:
+            bar.update(task, description=f"evaluating {path.stem}")
+            written.append(write_metrics(evaluate(path, human=human_metrics, **options), metrics_dir / f"{path.stem}.json"))
+            bar.advance(task)
+    flags = f"--critics {cfg.data} --queries {cfg.queries} --bootstrap {cfg.bootstrap}"
+    record.commands.append(f"drawgap evaluate {_q(human)} {flags} --name human --out {_q(human_metrics)}")
+    for path in samples:
+        record.commands.append(f"drawgap evaluate {_q(path)} {flags} --human {_q(human_metrics)} "
+                               f"--out {_q(metrics_dir / (path.stem + '.json'))}")
+    return written
+
+
+def write_demo_report(cfg: DemoConfig, record: DemoRecord) -> Path:
+    """Stage 5: the HTML report, and every figure as PNG and PDF in OUT/figures."""
+    from drawgap.report.html import write_report
+
+    out = cfg.out / "report.html"
+    record.commands.append(f"drawgap report {_q(cfg.out)} --out {_q(out)} --figures {_q(cfg.out / 'figures')}")
+    record.save(cfg.out)  # the report shows these commands
+    return write_report(cfg.out, out, cfg.out / "figures")
+
+
+def summary_table(results_dir: Path) -> Table:
+    """The short table printed at the end: one row per system."""
+    from drawgap.report.results import load_results
+
+    results = load_results(results_dir)
+    table = Table(title="drawgap demo: results")
+    for col in ("system", "diversity", "recognizability %", "originality", "distance to human"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in results.systems:
+        table.add_row(r["name"], fmt(r["diversity"], ".3f"), fmt(r["recognizability"], ".1f"),
+                      fmt(r["originality"], ".3f"), fmt(r.get("distance_to_human"), ".2f"))
+    return table
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
+    """Run every stage into cfg.out; return the report's path."""
+    cfg.check()
+    critics = load_critics(cfg.data)
+    console = console or Console(stderr=False)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    record = DemoRecord(config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()})
+    total = 5
+    with _Stage(record, cfg.out, console, "data", 1, total) as stage:
+        data = build_data(cfg, record, console)
+        stage.outputs += list(data.values())
+    with _Stage(record, cfg.out, console, "generators", 2, total) as stage:
+        runs = prepare_generators(cfg, record, console, data["train"])
+        stage.outputs += list(runs.values())
+    with _Stage(record, cfg.out, console, "sample", 3, total) as stage:
+        samples = sample_generators(cfg, record, console, runs, data["test"])
+        stage.outputs += samples
+    with _Stage(record, cfg.out, console, "evaluate", 4, total) as stage:
+        stage.outputs += evaluate_systems(cfg, record, console, data["human"], samples, critics)
+    with _Stage(record, cfg.out, console, "report", 5, total) as stage:
+        report = write_demo_report(cfg, record)
+        stage.outputs.append(report)
+    console.print(summary_table(cfg.out))
+    console.print(f"report: [bold]{report}[/]")
+    return report
+
+
+def main_console() -> Console:
+    """The console the CLI uses: progress bars animate only on a terminal."""
+    return Console(force_terminal=None, highlight=False, file=sys.stdout)

@@ -1,0 +1,307 @@
+"""The HTML report of a results directory: `drawgap report RESULTS_DIR --out report.html`.
+
+One self-contained file (figures embedded as base64 PNG, styles inline, no script, nothing fetched): a
+heading that states the findings in numbers, the figures (ICML Figs. 2-4, sample grids, importance maps
+where the run has them), a table of every metric with its 95 % interval and each system's distance to
+humans, and the commands, configurations and package versions that produced them. Every number is read
+from the run's metrics files (`results.load_results`); all text is escaped with `html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from drawgap.errors import InputError
+from drawgap.io import write_bytes_atomic
+from drawgap.report.figures import plot_diversity_recognizability
+from drawgap.report.findings import HIGH_PART, curve_gaps_at_high_originality, guidance_sweeps, heading_sentences
+from drawgap.report.plots import (
+    figure_png,
+    originality_sample,
+    plot_guidance_sweep,
+    plot_originality,
+    plot_sample_grid,
+    save_png_and_pdf,
+)
+from drawgap.report.results import Results, load_results
+
+GRID_CLASSES = 4  # test exemplars shown in the sample grid
+GRID_DRAWINGS = 6  # drawings per source and exemplar
+
+
+@dataclass
+class ReportFigure:
+    stem: str  # file name of its PNG / PDF
+    title: str
+    caption: str
+    figure: Figure
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def _densities(results: Results) -> dict[str, tuple]:
+    out = {}
+    for r in results.systems:
+        try:
+            out[r["name"]] = originality_sample(results.metrics[r["name"]])
+        except InputError:
+            continue  # a metrics file without per-sample originality: no density line for it
+    return out
+
+
+def sample_grid_data(results: Results, n_classes: int = GRID_CLASSES, per_source: int = GRID_DRAWINGS):
+    """(classes, exemplars [K, H, W], {source: [K, k, H, W]}) in [0, 1] from the run's samples files, humans
+    first; classes spread evenly over those every source has. None when no samples file is found."""
+    from drawgap.data.formats import read_samples
+
+    loaded = {name: read_samples(results.samples_paths[name]) for name in
+              [r["name"] for r in results.systems] if name in results.samples_paths}
+    if not loaded:
+        return None
+    first = next(iter(loaded.values()))
+    shared = [c for c in first.classes.tolist() if all(c in s.classes.tolist() for s in loaded.values())]
+    if not shared:
+        return None
+    picked = [shared[i] for i in sorted(set(np.linspace(0, len(shared) - 1, min(n_classes, len(shared))).astype(int)))]
+    exemplars = np.stack([first.as_float()[1][first.classes.tolist().index(c)] for c in picked])
+    sources = {}
+    for name, s in loaded.items():
+        drawings, _ = s.as_float()
+        rows = []
+        for c, exemplar in zip(picked, exemplars):
+            row = drawings[s.classes.tolist().index(c)]
+            # humans' rows hold the exemplar itself among the drawings: show the others
+            others = [d for d in row if not np.array_equal(d, exemplar)] or list(row)
+            picked_row = others[:per_source]
+            picked_row += [np.zeros_like(exemplar)] * (per_source - len(picked_row))
+            rows.append(np.stack(picked_row))
+        sources[name] = np.stack(rows)
+    return picked, exemplars, sources
+
+
+def _importance_figure(results: Results):
+    from drawgap.importance.maps_file import read_maps
+    from drawgap.report.importance_figure import figure_data, importance_figure
+
+    maps = [read_maps(p) for p in results.importance_paths]
+    human = next((m for m in maps if m.method.startswith("human")), None)
+    models = {}
+    for path, m in zip(results.importance_paths, maps):
+        if m is not human:
+            models[m.method if m.method not in models else path.stem] = m
+    if not models:
+        return None
+    cats, drawings, human_maps, model_maps, label = figure_data(human, models)
+    return importance_figure(cats, drawings, human_maps, model_maps, drawing_label=label)
+
+
+def report_figures(results: Results) -> tuple[list[ReportFigure], list[str]]:
+    """The report's figures, and notes on the ones that could not be drawn from these results."""
+    systems, notes = results.systems, []
+    figs = [ReportFigure("plane", "Diversity vs recognizability (ICML Fig. 2)",
+                         "Each system's mean over classes with its 95 % bootstrap interval (over classes); humans: black star.",
+                         plot_diversity_recognizability(systems))]
+    densities = _densities(results)
+    if len(densities) < len(systems):
+        notes.append("Originality densities are missing for: "
+                     + ", ".join(r["name"] for r in systems if r["name"] not in densities) + ".")
+    figs.append(ReportFigure("originality", "Originality and generalization (ICML Fig. 3)",
+                             "(a) Density of per-drawing originality (Gaussian KDE). (b) Recognizability of the drawings "
+                             "of each originality bin against the bin's mean originality, with 95 % bands.",
+                             plot_originality(systems, densities)))
+    human_curve = results.metrics[results.human]["generalization_curve"] if results.human else None
+    for gen, points in guidance_sweeps(results).items():
+        figs.append(ReportFigure(f"guidance_{gen.lower()}", f"{gen}: guidance sweep (ICML Fig. 4)",
+                                 "One generalization curve per guidance value; humans dashed.",
+                                 plot_guidance_sweep({p["guidance"]: p["curve"] for p in points}, human_curve, gen)))
+    grid = sample_grid_data(results)
+    if grid is None:
+        notes.append("No samples file of these metrics was found under the results directory: no sample grid.")
+    else:
+        figs.append(ReportFigure("samples", "Drawings from the same exemplars",
+                                 "Each row: a test exemplar, then drawings of humans and of each system made from it.",
+                                 plot_sample_grid(*grid)))
+    if results.importance_paths:
+        try:
+            fig = _importance_figure(results)
+        except InputError as exc:
+            notes.append(f"Importance maps not drawn: {exc}")
+        else:
+            if fig is not None:
+                figs.append(ReportFigure("importance", "Importance maps (ICML Fig. 5)",
+                                         "Per category: the exemplar, the human map and each model's map.", fig))
+    return figs, notes
+
+
+# ---------------------------------------------------------------------------------------------- HTML
+
+_e = html.escape
+
+STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem; padding: 0 1rem; color: #1d1d1f; }
+h1 { font-size: 1.6rem; margin-bottom: .3rem; }
+.finding { font-size: 1.1rem; background: #f3f6fb; border-left: 4px solid #2d6cdf; padding: .7rem 1rem; margin: .3rem 0; }
+.sub { color: #555; }
+figure { margin: 1.5rem 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { color: #444; font-size: .92rem; }
+table { border-collapse: collapse; font-size: .9rem; margin: .5rem 0 1rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .3rem .55rem; text-align: right; vertical-align: top; }
+th:first-child, td:first-child { text-align: left; }
+tr.human td { font-weight: 600; background: #fafafa; }
+.ci { color: #777; font-size: .82rem; white-space: nowrap; }
+code, pre { font: 12.5px/1.35 ui-monospace, "SFMono-Regular", Menlo, monospace; }
+pre { background: #f6f6f6; padding: .6rem; overflow-x: auto; }
+.note { color: #8a4b00; }
+"""
+
+METRIC_COLUMNS = [  # (key, heading, format)
+    ("diversity", "diversity", ".3f"),
+    ("diversity_raw", "diversity (raw, NeurIPS)", ".3f"),
+    ("recognizability", "recognizability (%)", ".1f"),
+    ("originality", "originality", ".3f"),
+    ("vendi", "Vendi score", ".2f"),
+]
+
+
+def _num(value, spec: str) -> str:
+    return "–" if value is None else _e(format(value, spec))
+
+
+def _cell(value, ci, spec: str) -> str:
+    text = _num(value, spec)
+    if value is not None and ci and ci[0] is not None:
+        text += f' <span class="ci">[{_num(ci[0], spec)}, {_num(ci[1], spec)}]</span>'
+    return f"<td>{text}</td>"
+
+
+def metrics_table(results: Results) -> str:
+    gaps = curve_gaps_at_high_originality(results)
+    head = ["system", "classes × drawings", *[h for _, h, _ in METRIC_COLUMNS], "distance to human",
+            "per-class distance (median)", "curve gap (pp)", "gap at high originality (pp)"]
+    rows = []
+    for r in results.systems:
+        cells = [f"<td>{_e(r['name'])}{' (reference)' if r['is_human'] else ''}</td>",
+                 f"<td>{_e(str(r.get('n_classes')))} × {_e(str(r.get('samples_per_class')))}</td>"]
+        cells += [_cell(r.get(k), (r.get("ci95") or {}).get(k), spec) for k, _, spec in METRIC_COLUMNS]
+        cells.append(f"<td>{_num(r.get('distance_to_human'), '.2f')}</td>")
+        cells.append(f"<td>{_num(r.get('per_class_distance_median'), '.2f')}</td>")
+        cells.append(f"<td>{_num(None if r['is_human'] else r.get('curve_gap'), '+.1f')}</td>")
+        cells.append(f"<td>{_num((gaps.get(r['name']) or {}).get('gap'), '+.1f')}</td>")
+        cls = "system human" if r["is_human"] else "system"
+        rows.append(f'<tr class="{cls}" data-system="{_e(r["name"])}">' + "".join(cells) + "</tr>")
+    return ('<table id="metrics"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "\n".join(rows) + "</tbody></table>")
+
+
+def _figure_html(f: ReportFigure) -> str:
+    data = base64.b64encode(figure_png(f.figure)).decode("ascii")
+    return (f'<figure id="fig-{_e(f.stem)}"><img alt="{_e(f.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>")
+
+
+def _provenance_html(results: Results) -> str:
+    parts = []
+    demo_commands = (results.demo or {}).get("commands") or []
+    if demo_commands:
+        parts.append("<h3>Commands that re-run each stage</h3><pre>"
+                     + _e("\n".join(c if isinstance(c, str) else " ".join(map(str, c)) for c in demo_commands)) + "</pre>")
+    lines = []
+    for r in results.systems:
+        m = results.metrics[r["name"]]
+        sampled = ((m.get("samples_meta") or {}).get("provenance") or {}).get("command")
+        evaluated = (m.get("provenance") or {}).get("command")
+        if sampled:
+            lines.append(f"# {r['name']}: sampled by\n{sampled}")
+        if evaluated:
+            lines.append(f"# {r['name']}: evaluated by\n{evaluated}")
+    if lines:
+        parts.append("<h3>Commands recorded in the files</h3><pre>" + _e("\n".join(lines)) + "</pre>")
+
+    parts.append("<h3>Configurations</h3>")
+    for r in results.systems:
+        m = results.metrics[r["name"]]
+        meta = m.get("samples_meta") or {}
+        config = {
+            "metrics file": str(results.metrics_paths[r["name"]].relative_to(results.root)),
+            "evaluation": (m.get("provenance") or {}).get("config"),
+            "seed": (m.get("provenance") or {}).get("seed"),
+            "critics": {k: {f: (v or {}).get(f) for f in ("name", "weights_hash")} for k, v in (m.get("critics") or {}).items()},
+            "protocol": {k: v for k, v in (m.get("protocol") or {}).items() if k not in ("bin_edges",)},
+            "samples": {"generator": meta.get("generator"), "params": meta.get("params"), "dataset": meta.get("dataset")},
+            "generator run": (meta.get("run") or {}).get("config"),
+            "training": (meta.get("run") or {}).get("training"),
+        }
+        parts.append(f"<details><summary>{_e(r['name'])}</summary><pre>"
+                     + _e(json.dumps(config, indent=2, default=str)) + "</pre></details>")
+
+    versions: dict[str, list[str]] = {}
+    for r in results.systems:
+        v = (results.metrics[r["name"]].get("provenance") or {}).get("versions") or {}
+        versions.setdefault(json.dumps(v, sort_keys=True), []).append(r["name"])
+    parts.append("<h3>Package versions</h3>")
+    for key, names in versions.items():
+        v = json.loads(key)
+        who = "all systems" if len(versions) == 1 else ", ".join(names)
+        parts.append(f"<p>{_e(who)}:</p><table class=\"versions\"><tbody>"
+                     + "".join(f"<tr><td>{_e(k)}</td><td>{_e(str(x))}</td></tr>" for k, x in v.items())
+                     + "</tbody></table>")
+    return "\n".join(parts)
+
+
+def _subtitle(results: Results) -> str:
+    first = results.metrics[results.systems[0]["name"]]
+    critics = ", ".join(f"{k} {(c or {}).get('name') or 'unnamed (from a directory)'}"
+                        for k, c in (first.get("critics") or {}).items())
+    dataset = ((first.get("samples_meta") or {}).get("dataset") or {})
+    data = " ".join(str(dataset.get(k)) for k in ("name", "split") if dataset.get(k))
+    return (f"{len(results.systems)} systems" + (f" on {data}" if data else "")
+            + f", evaluated with the critics {critics}. Results directory: {results.root}")
+
+
+def build_report(results_dir: str | os.PathLike, figures_dir: str | os.PathLike | None = None) -> str:
+    """The report of a results directory as one HTML string; with `figures_dir`, each figure is also
+    written there as PNG and PDF."""
+    results = load_results(results_dir)
+    figs, notes = report_figures(results)
+    if figures_dir is not None:
+        for f in figs:
+            save_png_and_pdf(f.figure, Path(figures_dir) / f.stem)
+    findings = "".join(f'<p class="finding">{_e(s)}</p>' for s in heading_sentences(results))
+    body = [
+        "<h1>How human-like are these drawings?</h1>",
+        f'<section id="findings">{findings}</section>',
+        f'<p class="sub">{_e(_subtitle(results))}</p>',
+        "<h2>Figures</h2>",
+        *(_figure_html(f) for f in figs),
+        *(f'<p class="note">{_e(n)}</p>' for n in notes),
+        "<h2>Metrics</h2>",
+        '<p class="sub">Mean over classes with its 95 % bootstrap interval (percentile, resampling classes). Distance to '
+        "human: Euclidean distance to the human point after z-scoring diversity and recognizability over every system "
+        "in this table (NeurIPS 2022 §4.3). Curve gap: mean human minus system recognizability over the originality "
+        f"range both curves share; at high originality: over its {HIGH_PART}.</p>",
+        metrics_table(results),
+        '<h2 id="provenance">How these numbers were made</h2>',
+        _provenance_html(results),
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>drawgap report: {_e(results.root.name)}</title><style>{STYLE}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(results_dir: str | os.PathLike, out: str | os.PathLike,
+                 figures_dir: str | os.PathLike | None = None) -> Path:
+    """Build the report and write it to `out` atomically; return the path."""
+    text = build_report(results_dir, figures_dir)
+    write_bytes_atomic(out, text.encode("utf-8"))
+    return Path(out)

@@ -1,0 +1,150 @@
+"""A results directory, read back: every metrics file in it (any depth), the samples files they were
+computed from, importance maps files, and the demo's record of its stages.
+
+The report is built from this alone, so every number it shows comes from the files of that run.
+Systems are named for display from what the files record: `human`; a diffusion generator in capitals
+with its guidance (`CFGDM g=1`); otherwise the metrics' own `system` name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from drawgap.errors import InputError
+from drawgap.metrics.comparison import compare
+from drawgap.metrics.evaluate import METRICS_FORMAT, read_metrics
+
+DEMO_RECORD = "demo.json"
+KNOWN_GENERATORS = {"ddpm": "DDPM", "cfgdm": "CFGDM", "fsdm": "FSDM"}
+
+
+@dataclass
+class Results:
+    """What a results directory holds. `systems` are `drawgap.metrics.compare` rows (distance to human
+    z-scored over every system found), in display order; `metrics[name]` and `metrics_paths[name]` by the
+    same names."""
+
+    root: Path
+    metrics: dict[str, dict]
+    metrics_paths: dict[str, Path]
+    comparison: dict
+    samples_paths: dict[str, Path] = field(default_factory=dict)
+    importance_paths: list[Path] = field(default_factory=list)
+    demo: dict | None = None
+
+    @property
+    def systems(self) -> list[dict]:
+        return self.comparison["systems"]
+
+    @property
+    def human(self) -> str | None:
+        return self.comparison["human"]
+
+    def generator(self, name: str) -> str | None:
+        return (self.metrics[name].get("samples_meta") or {}).get("generator")
+
+    def guidance(self, name: str) -> float | None:
+        params = (self.metrics[name].get("samples_meta") or {}).get("params") or {}
+        g = params.get("guidance")
+        return None if g is None else float(g)
+
+
+def system_label(metrics: dict) -> str:
+    """Display name: `human`, `DDPM`, `CFGDM g=0.5`, or the metrics' `system` (a name given at evaluation)."""
+    meta = metrics.get("samples_meta") or {}
+    generator, system = meta.get("generator"), metrics.get("system")
+    if system == "human" or generator == "human":
+        return "human"
+    if system not in (None, generator):
+        return str(system)
+    if generator in KNOWN_GENERATORS:
+        g = (meta.get("params") or {}).get("guidance")
+        return KNOWN_GENERATORS[generator] + ("" if g is None else f" g={float(g):g}")
+    return str(system or generator or "system")
+
+
+def _is_metrics_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        return METRICS_FORMAT.encode() in head and json.loads(path.read_text()).get("format") == METRICS_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def find_metrics_files(root: Path) -> list[Path]:
+    """Metrics files (format drawgap.metrics/1) under root, any depth, hidden and temporary files skipped."""
+    found = [p for p in sorted(root.rglob("*.json"))
+             if not any(part.startswith(".") for part in p.relative_to(root).parts) and _is_metrics_file(p)]
+    return found
+
+
+def _sort_key(item: tuple[str, dict]) -> tuple:
+    name, m = item
+    meta = m.get("samples_meta") or {}
+    g = (meta.get("params") or {}).get("guidance")
+    is_human = name == "human"
+    return (not is_human, str(meta.get("generator") or name), -1.0 if g is None else float(g), name)
+
+
+def resolve_samples_path(metrics: dict, metrics_path: Path, root: Path) -> Path | None:
+    """The samples file a metrics file was computed from: its recorded path as is, relative to the results
+    directory or to the metrics file, or a file of that name anywhere under the results directory."""
+    recorded = ((metrics.get("provenance") or {}).get("config") or {}).get("samples")
+    if not recorded:
+        return None
+    recorded = Path(recorded)
+    for candidate in (recorded, root / recorded, metrics_path.parent / recorded):
+        if candidate.is_file():
+            return candidate
+    matches = sorted(root.rglob(recorded.name))
+    return matches[0] if matches else None
+
+
+def _importance_files(root: Path) -> list[Path]:
+    """Importance maps files under root (an .npz holding `maps`; datasets and samples files are skipped
+    by their keys, without reading their arrays)."""
+    found = []
+    for path in sorted(root.rglob("*.npz")):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "maps" in z.files and "image_ids" in z.files:
+                    found.append(path)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def load_results(root: str | os.PathLike) -> Results:
+    """Read a results directory; InputError when it holds no metrics file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("expected a results directory", path=root)
+    paths = find_metrics_files(root)
+    if not paths:
+        raise InputError(f"expected metrics files ({METRICS_FORMAT}, written by `drawgap evaluate`) in it, found none", path=root)
+    loaded: dict[str, tuple[dict, Path]] = {}
+    for path in paths:
+        m = read_metrics(path)
+        label = base = system_label(m)
+        k = 2
+        while label in loaded:  # two files with the same name: tell them apart by file
+            label, k = f"{base} ({path.stem})" if k == 2 else f"{base} ({path.stem} {k})", k + 1
+        loaded[label] = (m, path)
+    ordered = sorted(((n, m) for n, (m, _) in loaded.items()), key=_sort_key)
+    names = [n for n, _ in ordered]
+    metrics = {n: m for n, m in ordered}
+    humans = [n for n in names if n == "human"]
+    comparison = compare([metrics[n] for n in names], names=names, human=humans[0] if humans else None)
+    metrics_paths = {n: loaded[n][1] for n in names}
+    samples = {n: p for n in names if (p := resolve_samples_path(metrics[n], metrics_paths[n], root)) is not None}
+    demo_path = root / DEMO_RECORD
+    demo = json.loads(demo_path.read_text()) if demo_path.is_file() else None
+    return Results(root, metrics, metrics_paths, comparison, samples, _importance_files(root), demo)

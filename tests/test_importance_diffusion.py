@@ -1,0 +1,151 @@
+"""Diffusion importance maps: the three formulas against hand-computed values on fake denoisers, the
+trajectories against the generator's own samples, options, and `drawgap importance maps diffusion`."""
+
+import numpy as np
+import pytest
+import torch
+
+from drawgap.errors import InputError
+from drawgap.importance.diffusion_maps import DiffusionImportance
+from drawgap.models.diffusion.samplers import make_scheduler
+from drawgap.models.diffusion.schedule import PaperLinearScheduler
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP threads that wait for each other make tiny
+    networks 10-100x slower; the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SCHEDULE = PaperLinearScheduler(500)
+
+
+def _exemplars(c=2, size=8, seed=0):
+    return (torch.rand(c, 1, size, size, generator=torch.Generator().manual_seed(seed)) > 0.7).float()
+
+
+def affine_in_condition(x_t, t, cond):
+    """eps = 0.5 c + 0.1 whatever x_t and t: eps_c - eps_u = 0.5 c, eps_u = 0.1."""
+    return 0.5 * cond + 0.1 + 0 * x_t
+
+
+@pytest.mark.parametrize("g", [1.0, 2.0])
+def test_guided_and_implicit_maps_match_the_formulas(g):
+    ex = _exemplars()
+    di = DiffusionImportance(affine_in_condition, SCHEDULE, guidance=g, sampler="ddim", steps=4, n_trajectories=3,
+                             kinds=("guided", "implicit"))
+    maps = di.attribute(ex)
+    ts = [int(t) for t in make_scheduler("ddim", SCHEDULE, 4).timesteps]
+    m = torch.sqrt(1 - SCHEDULE.alphas_cumprod[ts]).numpy()
+    c = ex[:, 0].numpy()
+    # (a): sum_t m_t |(1 + g)(0.5 c + 0.1) - g 0.1| = sum_t m_t (0.5 (1 + g) c + 0.1)
+    np.testing.assert_allclose(maps["guided"], m.sum() * (0.5 * (1 + g) * c + 0.1), rtol=1e-5)
+    # (b): sum_t |0.5 c| / m_t
+    np.testing.assert_allclose(maps["implicit"], (1 / m).sum() * 0.5 * c, rtol=1e-5)
+    assert maps["guided"].dtype == np.float32 and maps["guided"].shape == (2, 8, 8)
+
+
+def test_t_range_keeps_only_its_timesteps():
+    ex = _exemplars()
+    ts = [int(t) for t in make_scheduler("ddim", SCHEDULE, 4).timesteps]
+    lo = ts[1]  # keep the two noisiest steps
+    di = DiffusionImportance(affine_in_condition, SCHEDULE, sampler="ddim", steps=4, n_trajectories=2,
+                             t_range=(lo, 500), kinds=("implicit",))
+    m = torch.sqrt(1 - SCHEDULE.alphas_cumprod[ts[:2]]).numpy()
+    np.testing.assert_allclose(di.attribute(ex)["implicit"], (1 / m).sum() * 0.5 * ex[:, 0].numpy(), rtol=1e-5)
+    with pytest.raises(InputError, match="t_range"):
+        DiffusionImportance(affine_in_condition, SCHEDULE, sampler="ddim", steps=4, t_range=(ts[0] + 0, ts[0] - 1))
+    with pytest.raises(InputError, match="no timestep"):
+        DiffusionImportance(affine_in_condition, SCHEDULE, sampler="ddim", steps=2, t_range=(2, 3)).attribute(ex)
+
+
+def test_loss_gradient_lives_where_the_exemplar_acts():
+    def top_left_only(x_t, t, cond):
+        mask = torch.zeros_like(cond)
+        mask[..., :4, :4] = 1.0
+        return 0.2 * x_t + (cond * mask) ** 2
+
+    ex = torch.ones(1, 1, 8, 8)
+    m = DiffusionImportance(top_left_only, SCHEDULE, sampler="ddim", steps=3, n_trajectories=4,
+                            kinds=("loss_grad",), grad_steps=2).attribute(ex)["loss_grad"][0]
+    assert (m[:4, :4] > 0).all() and (m[4:] == 0).all() and (m[:, 4:] == 0).all()
+    # a denoiser that ignores the exemplar has no gradient anywhere
+    zero = DiffusionImportance(lambda x, t, c: 0.3 * x + 0 * c, SCHEDULE, sampler="ddim", steps=3, n_trajectories=2,
+                               kinds=("loss_grad",)).attribute(ex)["loss_grad"]
+    assert (zero == 0).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_cfgdm():
+    from drawgap.models import create_generator
+
+    torch.manual_seed(0)
+    return create_generator("cfgdm", image_size=8, denoiser={"block_out_channels": [8, 8], "norm_num_groups": 4,
+                                                             "attention_head_dim": 4}).eval()
+
+
+def test_trajectories_are_the_generators_samples_and_batching_does_not_matter(tiny_cfgdm):
+    from drawgap.importance.diffusion_maps import for_generator
+
+    ex = _exemplars(3)
+    a = for_generator(tiny_cfgdm, sampler="ddim", steps=3, n_trajectories=2, batch_size=2).attribute(ex, seed=7, return_samples=True)
+    b = for_generator(tiny_cfgdm, sampler="ddim", steps=3, n_trajectories=2, batch_size=64).attribute(ex, seed=7)
+    for k in ("guided", "implicit", "loss_grad"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
+        assert (a[k] >= 0).all()
+    drawn = tiny_cfgdm.sample(ex, 2, seed=7, sampler="ddim", steps=3)[:, :, 0].numpy()
+    np.testing.assert_allclose(a["samples"], drawn, atol=1e-5)
+    c = for_generator(tiny_cfgdm, sampler="ddim", steps=3, n_trajectories=2).attribute(ex, seed=8)
+    assert not np.allclose(a["guided"], c["guided"])
+
+
+def test_ddpm_cannot_give_guided_maps(tiny_cfgdm):
+    from drawgap.importance.diffusion_maps import for_generator
+    from drawgap.models import create_generator
+
+    ddpm = create_generator("ddpm", image_size=8, denoiser={"block_out_channels": [8, 8], "norm_num_groups": 4,
+                                                            "attention_head_dim": 4})
+    with pytest.raises(InputError, match="without dropping the condition"):
+        for_generator(ddpm)
+    for_generator(ddpm, kinds=("loss_grad",), guidance=0.0)  # the loss gradient needs no unconditional model
+    with pytest.raises(InputError, match="kinds"):
+        for_generator(tiny_cfgdm, kinds=("saliency",))
+
+
+def test_cli_diffusion_maps(tmp_path, cli, tiny_cfgdm):
+    from drawgap.data.formats import write_dataset
+    from drawgap.importance.maps_file import read_maps
+    from tests.conftest import make_dataset
+
+    tiny_cfgdm.save(tmp_path / "run")
+    data = write_dataset(make_dataset(n_classes=3, per_class=2, size=8), tmp_path / "d.npz")
+    r = cli("importance", "maps", "diffusion", tmp_path / "run", "--exemplars", data, "--out", tmp_path / "m.npz",
+            "--kind", "guided", "--kind", "loss_grad", "--trajectories", "2", "--steps", "3", "--classes", "2")
+    assert r.code == 0, r
+    guided = read_maps(tmp_path / "m.guided.npz")
+    assert guided.maps.shape == (2, 8, 8) and guided.method == "diffusion-guided"
+    assert list(guided.image_ids) == ["0", "2"]  # dataset indices of the exemplars
+    assert guided.meta["options"]["n_trajectories"] == 2 and guided.meta["seed"] == 0
+    assert read_maps(tmp_path / "m.loss_grad.npz").images.shape == (2, 8, 8)
+    r = cli("importance", "maps", "diffusion", tmp_path / "run", "--exemplars", data, "--out", tmp_path / "x.npz",
+            "--kind", "nope")
+    assert r.code == 2 and "kinds" in r.err
+
+
+def test_bf16_maps_rank_like_fp32(tiny_cfgdm):
+    from drawgap.importance.compare import spearman
+    from drawgap.importance.diffusion_maps import for_generator
+
+    ex = _exemplars(2)
+    opts = dict(sampler="ddim", steps=3, n_trajectories=2, kinds=("guided", "implicit"))
+    a = for_generator(tiny_cfgdm, **opts).attribute(ex)
+    b = for_generator(tiny_cfgdm, precision="bf16", **opts).attribute(ex)
+    for k in a:
+        assert not np.array_equal(a[k], b[k])  # bf16 did run
+        assert min(spearman(x, y) for x, y in zip(a[k], b[k])) > 0.9
+    with pytest.raises(InputError, match="precision"):
+        for_generator(tiny_cfgdm, precision="fp16")

@@ -1,0 +1,195 @@
+"""The shared training loop: exact resume, interrupts, time budget, LR schedule, class augmentation,
+and two CPU processes under `accelerate launch` training one model."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drawgap.data.formats import write_dataset
+from drawgap.errors import InputError
+from drawgap.models import create_generator, load_generator
+from drawgap.models.class_augment import AFFINE, HFLIP, IDENTITY, VFLIP, augment_class, augment_drawings
+from drawgap.models.training import TrainOptions, latest_checkpoint, read_state, train
+from tests.conftest import make_dataset
+
+LEAN = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_head_dim": 4}
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and spinning thread pools crawl on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(name="cfgdm"):
+    return create_generator(name, seed=0, image_size=8, denoiser=LEAN, num_train_timesteps=10)
+
+
+@pytest.fixture
+def data():
+    return make_dataset(n_classes=4, per_class=3)
+
+
+@pytest.fixture
+def data_file(tmp_path, data):
+    return write_dataset(data, tmp_path / "train.npz")
+
+
+def _child_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def test_resume_continues_exactly(tmp_path, data):
+    options = dict(steps=6, batch_size=4, checkpoint_every=2, log_every=1, augment_class=True)
+    straight = train(tiny(), data, tmp_path / "a", TrainOptions(**options), progress=False)
+
+    def interrupt_at_3(state):
+        if state.step == 3:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C would: the loop checkpoints and stops
+
+    stopped = train(tiny(), data, tmp_path / "b", TrainOptions(**options), progress=False, callback=interrupt_at_3)
+    assert stopped.stopped_by == "signal" and stopped.state.step == 3
+    assert read_state(latest_checkpoint(tmp_path / "b")).step == 3
+    resumed = train(load_generator(tmp_path / "b"), data, tmp_path / "b", TrainOptions(**options), resume=True, progress=False)
+    assert resumed.state.step == 6 and resumed.stopped_by == "steps"
+    assert resumed.weights_sha256 == straight.weights_sha256
+    a, b = load_generator(tmp_path / "a"), load_generator(tmp_path / "b")  # the EMA weights too
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    # lr decays linearly to 0 at the last step (log after each step s: 1e-4 * (1 - s / 6))
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([1e-4 * (1 - s / 6) for s in range(1, 7)])
+    # checkpoints at steps 2, 4, 6; the two newest are kept
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
+
+
+def test_run_directory_guards(tmp_path, data):
+    train(tiny(), data, tmp_path, TrainOptions(steps=1, batch_size=4), progress=False)
+    with pytest.raises(InputError, match="already holds a training"):
+        train(tiny(), data, tmp_path, TrainOptions(steps=1, batch_size=4), progress=False)
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(tiny(), data, tmp_path / "empty", TrainOptions(steps=1, batch_size=4), resume=True, progress=False)
+    with pytest.raises(InputError, match="batch_size"):
+        train(tiny(), data, tmp_path / "big", TrainOptions(steps=1, batch_size=64), progress=False)
+    with pytest.raises(InputError, match="--steps or --minutes"):
+        train(tiny(), data, tmp_path / "none", TrainOptions(batch_size=4), progress=False)
+
+
+def test_time_budget_estimates_the_step_count(tmp_path, data):
+    options = TrainOptions(minutes=0.04, batch_size=4, calibration_steps=2, checkpoint_every=10_000)
+    result = train(tiny(), data, tmp_path, options, progress=False)
+    assert result.stopped_by in ("minutes", "steps")
+    assert result.state.total_steps is not None and result.state.total_steps >= 3
+    assert read_state(latest_checkpoint(tmp_path)).step == result.state.step  # the stop wrote a checkpoint
+
+
+def test_bf16_and_fsdm_train(tmp_path, data):
+    fsdm = create_generator("fsdm", seed=0, image_size=8, denoiser=LEAN, num_train_timesteps=10, context_dim=16,
+                            encoder_widths=[4, 8], set_size=3)
+    result = train(fsdm, data, tmp_path, TrainOptions(steps=2, batch_size=2, bf16=True, log_every=1), progress=False)
+    assert result.state.step == 2 and np.isfinite(result.state.loss)
+    assert load_generator(tmp_path).name == "fsdm"
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+
+
+def test_class_augmentation_choices():
+    x = (torch.rand(4, 2, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    x[:, 1] = x[:, 0]  # a drawing and its exemplar, identical
+    torch.manual_seed(0)
+    y = augment_drawings(x, choice=torch.tensor([HFLIP, VFLIP, IDENTITY, AFFINE]))
+    assert torch.equal(y[0], x[0].flip(-1)) and torch.equal(y[1], x[1].flip(-2)) and torch.equal(y[2], x[2])
+    assert torch.equal(y[3, 0], y[3, 1])  # the same affine parameters for the drawing and its exemplar
+    assert set(y[3].unique().tolist()) <= {0.0, 1.0}  # nearest resampling keeps binary drawings binary
+    assert not torch.equal(y[3], x[3])
+    torch.manual_seed(1)
+    batch = {"images": x[:, :1], "exemplars": x[:, 1:].clone(), "label": torch.arange(4)}
+    out = augment_class(batch, ("images", "exemplars"))
+    assert torch.equal(out["images"], out["exemplars"]) and torch.equal(out["label"], batch["label"])
+
+
+def test_class_augmentation_probabilities():
+    torch.manual_seed(0)
+    x = torch.zeros(4000, 1, 4, 4)
+    x[:, 0, 0, 1] = 1  # one ink pixel: hflip moves it to (0, 2), vflip to (3, 1)
+    y = augment_drawings(x)
+    hflip = (y[:, 0, 0, 2] == 1).float().mean()
+    vflip = (y[:, 0, 3, 1] == 1).float().mean()
+    assert hflip == pytest.approx(0.2, abs=0.03) and vflip == pytest.approx(0.2, abs=0.03)
+
+
+# ------------------------------------------------------------------------------------- CLI, signals, DDP
+
+
+def test_sigint_leaves_a_readable_checkpoint_and_resume_continues(tmp_path, data_file, cli):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "drawgap.cli", "train", "cfgdm", "--data", str(data_file), "--out", str(run),
+           "--steps", "100000", "--batch-size", "4", "--checkpoint-every", "1"]
+    proc = subprocess.Popen(cmd, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while latest_checkpoint(run) is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert latest_checkpoint(run) is not None, proc.stderr.read() if proc.poll() is not None else "no checkpoint"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err
+    step = read_state(latest_checkpoint(run)).step
+    assert step >= 1
+    assert load_generator(run).name == "cfgdm"
+    assert json.loads((run / "generator.json").read_text())["training"]["step"] == step
+
+    assert cli("train", "cfgdm", "--data", data_file, "--out", run).code == 2  # no silent overwrite
+    lr_change = cli("train", "cfgdm", "--data", data_file, "--out", run, "--resume", "--lr", "0.1")
+    assert lr_change.code == 2 and "keeps its recipe" in lr_change.err
+    r = cli("train", "cfgdm", "--data", data_file, "--out", run, "--resume", "--steps", step + 2)
+    assert r.code == 0, r.err
+    assert f"step {step + 2}/{step + 2}" in r.out
+    assert read_state(latest_checkpoint(run)).step == step + 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_one_model(tmp_path, data_file):
+    run = tmp_path / "ddp"
+    # accelerate's torchrun launcher; with no GPU drawgap asks accelerate for its CPU backend (gloo)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "drawgap.cli", "train", "cfgdm", "--data", str(data_file), "--out", str(run), "--steps", "3",
+           "--batch-size", "2", "--checkpoint-every", "2", "--cpu"]
+    done = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    hashes = dict(re.findall(r"process (\d)/2: step 3, weights sha256 ([0-9a-f]{64})", done.stdout))
+    assert set(hashes) == {"0", "1"}, done.stdout
+    assert hashes["0"] == hashes["1"]  # one model, kept in sync by DDP
+    assert json.loads((run / "train.json").read_text())["processes"] == 2
+    assert read_state(latest_checkpoint(run)).step == 3
+    assert load_generator(run).sample(np.zeros((1, 8, 8), np.uint8), 1, sampler="ddim", steps=2).shape == (1, 1, 1, 8, 8)
