@@ -98,6 +98,8 @@ def test_train_bad_options(tmp_path, dataset, cli):
     assert r.code == 2 and "unknown generator 'vae'" in r.err
     r = cli("train", "cfgdm", "--data", path, "--out", tmp_path / "r", "--steps", 1, "--n-feat", 60)
     assert r.code == 2 and "--preset paper" in r.err
+    r = cli("train", "cfgdm", "--data", path, "--out", tmp_path / "r", "--steps", 1, "--widths", "30,60")
+    assert r.code == 2 and "--widths: expected positive multiples of 8" in r.err
     r = cli("train", "cfgdm", "--data", path, "--out", tmp_path / "r")
     assert r.code == 2 and "--steps or --minutes" in r.err
     r = cli("train", "cfgdm", "--data", tmp_path / "missing.npz", "--out", tmp_path / "r", "--steps", 1)

@@ -681,6 +681,7 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory: generator.json + weights.safetensors (EMA), checkpoints/, log.jsonl."),
     preset: str = typer.Option("default", "--preset", help="Denoiser: default (lean UNet2DModel) or paper (the ICML ConvNeXt U-Net)."),
     n_feat: Optional[int] = typer.Option(None, "--n-feat", help="Paper preset width: 48 (Omniglot, the default) or 60 (QuickDraw-FS)."),
+    widths: Optional[str] = typer.Option(None, "--widths", help="Default preset widths per level, e.g. 32,64,64 [24,48,64]."),
     set_size: Optional[int] = typer.Option(None, "--set-size", help="fsdm: drawings per class-homogeneous training set (default 5)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in all (the LR decays linearly to 0 there)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget of this run; without --steps the step count is estimated from the speed."),
@@ -694,15 +695,15 @@ def train_cmd(
     cpu: Optional[bool] = typer.Option(None, "--cpu/--no-cpu", help="Train on the CPU even where a GPU is present."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint, exactly."),
 ) -> None:
-    """Train a diffusion generator; runs as is on CPU/GPU, or on N processes under `accelerate launch`."""
+    """Train a diffusion generator (CPU or GPU); N processes: accelerate launch --multi_gpu --num_processes N -m drawgap.cli train ..."""
+    from drawgap.models.diffusion.denoisers import preset_overrides
     from drawgap.models.training import run_training
 
-    if n_feat is not None and preset != "paper":
-        raise InputError("--n-feat sets the width of the paper preset; add --preset paper", field="--n-feat")
+    denoiser = preset_overrides(preset, n_feat=n_feat, widths=widths)
     if set_size is not None and generator != "fsdm":
         raise InputError("--set-size applies to fsdm only", field="--set-size")
     result = run_training(
-        generator, data, out, preset=preset, denoiser={} if n_feat is None else {"n_feat": n_feat},
+        generator, data, out, preset=preset, denoiser=denoiser,
         generator_config={} if set_size is None else {"set_size": set_size}, resume=resume, progress=sys.stderr.isatty(),
         steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, bf16=bf16, seed=seed,
         checkpoint_every=checkpoint_every, augment_class=augment_class, cpu=cpu,

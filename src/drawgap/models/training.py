@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -293,9 +292,7 @@ def train(
                     callback(state)
 
                 if state.step % options.log_every == 0:
-                    mean_loss = float(accelerator.reduce(torch.tensor(np.mean(recent_losses), device=accelerator.device), "mean"))
-                    recent_losses.clear()
-                    state.loss = mean_loss
+                    state.loss = _mean_loss(accelerator, recent_losses)
                     if main:
                         _log(run_dir, state, lr_at(state.step), options.batch_size * world, started)
                 if bar is not None:
@@ -326,6 +323,8 @@ def train(
                     stopped_by = "minutes"
                 elif state.total_steps is not None and state.step >= state.total_steps:
                     stopped_by = "steps"
+                if stopped_by is not None and recent_losses:  # every process stops at this same step
+                    state.loss = _mean_loss(accelerator, recent_losses)
                 if stopped_by is not None or state.step % options.checkpoint_every == 0:
                     save_checkpoint()
                 if stopped_by is not None:
@@ -352,6 +351,13 @@ def _release_accelerate_state() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
+
+
+def _mean_loss(accelerator, losses: list[float]) -> float:
+    """Mean of the losses since the last log, over steps and processes; empties the list."""
+    mean = float(accelerator.reduce(torch.tensor(np.mean(losses), device=accelerator.device), "mean"))
+    losses.clear()
+    return mean
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:

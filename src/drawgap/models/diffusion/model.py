@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from drawgap.errors import InputError
 from drawgap.models.base import Generator, item_seeds
 from drawgap.models.diffusion.denoisers import build_denoiser
-from drawgap.models.diffusion.guidance import guided_noise, null_condition
+from drawgap.models.diffusion.guidance import guided_noise
 from drawgap.models.diffusion.samplers import sample_in_batches
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
