@@ -20,14 +20,6 @@ from drawgap.importance.rise import RISE, rise_masks
 from drawgap.importance.sobol import SobolAttribution, jansen_total_order, sobol_designs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads that wait for each other make tiny
-    networks 10-100x slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 SQUARE = (slice(4, 12), slice(12, 20))  # rows 4..11, columns 12..19 of a 24 x 24 image: 2 x 2 cells of 4 px
 

@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import scipy.stats as st
 
 from drawgap.errors import InputError
@@ -28,14 +27,6 @@ from drawgap.importance.compare import (
 from drawgap.importance.maps_file import ImportanceMaps, make_meta, read_maps, write_maps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads that wait for each other make tiny
-    networks 10-100x slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _maps(maps, cats, method="test", **kw):

@@ -11,14 +11,6 @@ from drawgap.models.diffusion.samplers import make_scheduler
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads that wait for each other make tiny
-    networks 10-100x slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 SCHEDULE = PaperLinearScheduler(500)

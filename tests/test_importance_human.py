@@ -5,21 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from drawgap.errors import InputError
 from drawgap.importance.human_maps import Clicks, build_human_maps, click_map, read_clicks, split_half_reliability
 from drawgap.importance.maps_file import read_maps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads that wait for each other make tiny
-    networks 10-100x slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _clicks(rows, image_ids=("i1", "i2"), categories=("cat", "dog"), canvas=32):

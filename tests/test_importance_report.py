@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from drawgap.errors import InputError
@@ -13,14 +12,6 @@ from drawgap.importance.maps_file import ImportanceMaps, make_meta, write_maps
 from drawgap.report.importance_figure import figure_data, importance_figure
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP threads that wait for each other make tiny
-    networks 10-100x slower; the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _maps(method, cats, seed, images=True, ceiling=None, size=12):
