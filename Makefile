@@ -29,7 +29,7 @@ $(CLICKME_WEB)/dist/index.html: $(CLICKME_WEB)/package-lock.json $(CLICKME_WEB)/
 clickme-web: $(CLICKME_WEB)/dist/index.html
 
 demo: $(VENV)/.installed clickme-web
-	$(BIN)/drawgap data strokes --out $(DEMO_OUT)/data/strokes --preview $(DEMO_OUT)/strokes_preview.png
+	$(BIN)/drawgap demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed clickme-web
 	$(BIN)/python -m pytest -q

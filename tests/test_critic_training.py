@@ -141,3 +141,38 @@ def test_cli_ctrl_c_leaves_a_checkpoint_and_exits_130(cli, bars, tmp_path, monke
     assert r.code == 130 and "interrupted" in r.err
     assert torch.load(tmp_path / "o" / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_init_from_starts_at_the_given_weights_with_its_own_schedule(cli, bars, tmp_path):
+    first = tmp_path / "first"
+    assert cli("critics", "train", "simclr", "--data", bars, "--out", first, "--image-size", "16", "--steps", "2",
+               "--threads", "1", "--batch-size", "8").code == 0
+    # lr 0: steps change no parameter, so the fine-tuned weights are exactly the ones it started from
+    # (BatchNorm's running statistics do move: they are buffers, updated in train mode by design)
+    tuned = tmp_path / "tuned"
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", tuned, "--image-size", "16", "--steps", "2",
+            "--threads", "1", "--batch-size", "8", "--init-from", first, "--lr", "0", "--lr-step", "1")
+    assert r.code == 0, r
+    a, b = dict(load_critic(first).named_parameters()), dict(load_critic(tuned).named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    run = json.loads((tuned / "config.json").read_text())["provenance"]["config"]
+    assert f"--init-from {first}" in run["command"] and "--lr-step 1" in run["command"]
+    # with a learning rate the same start moves away from it, and the LR steps down every step (gamma 0.5)
+    moved = tmp_path / "moved"
+    assert cli("critics", "train", "simclr", "--data", bars, "--out", moved, "--image-size", "16", "--steps", "3",
+               "--threads", "1", "--batch-size", "8", "--init-from", first, "--lr", "1e-3", "--lr-step", "1").code == 0
+    c = dict(load_critic(moved).named_parameters())
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    lrs = [e["lr"] for e in map(json.loads, (moved / "train_log.jsonl").read_text().splitlines()) if "lr" in e]
+    assert lrs and all(abs(lr - 1e-3 * 0.5 ** round(__import__("math").log2(1e-3 / lr))) < 1e-12 for lr in lrs)
+    assert min(lrs) < 1e-3
+
+
+def test_init_from_refuses_another_kind(cli, bars, tmp_path):
+    proto = tmp_path / "proto"
+    assert cli("critics", "train", "protonet", "--data", bars, "--out", proto, "--image-size", "16", "--steps", "1",
+               "--threads", "1", *_common("protonet")).code == 0
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", tmp_path / "s", "--image-size", "16", "--steps", "1",
+            "--threads", "1", "--batch-size", "8", "--init-from", proto)
+    assert r.code == 2 and "init_from" in r.err and "simclr" in r.err
+    assert not (tmp_path / "s" / "model.safetensors").exists()

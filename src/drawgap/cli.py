@@ -418,8 +418,9 @@ def critics_train(
     strength: str = typer.Option("normal", "--strength", help="SimCLR augmentation strength: light, normal or strong."),
     ways: int = typer.Option(60, "--ways", help="ProtoNet classes per training episode."),
     queries: int = typer.Option(5, "--queries", help="ProtoNet queries per class per episode."),
-    lr_step: Optional[int] = typer.Option(None, "--lr-step", help="ProtoNet: halve the LR every this many steps (default steps/4)."),
-    lr_gamma: float = typer.Option(0.5, "--lr-gamma", help="ProtoNet LR decay factor."),
+    lr_step: Optional[int] = typer.Option(None, "--lr-step", help="Multiply the LR by --lr-gamma every this many steps (ProtoNet default: steps/4; SimCLR: constant LR unless set)."),
+    lr_gamma: float = typer.Option(0.5, "--lr-gamma", help="LR decay factor of --lr-step."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from a trained critic (shipped name or folder) of the same kind and architecture: fine-tuning."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (about 2-3x faster on CPUs with AVX-512 BF16)."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     threads: int = typer.Option(2, "--threads", help="CPU threads."),
@@ -437,7 +438,7 @@ def critics_train(
         kind=kind, arch=arch, image_size=image_size, threshold=threshold, steps=steps, lr=lr, optimizer=optimizer,
         seed=seed, bf16=bf16, device=device, threads=threads, batch_size=batch_size, temperature=temperature,
         strength=strength, ways=ways, queries=queries, lr_step=lr_step, lr_gamma=lr_gamma, val_every=val_every,
-        val_ways=val_ways, val_episodes=val_episodes, checkpoint_every=checkpoint_every,
+        val_ways=val_ways, val_episodes=val_episodes, checkpoint_every=checkpoint_every, init_from=init_from,
     )
     critic = train_critic(config, data, out, val=val, resume=resume)
     typer.echo(f"wrote critic {out}  ({critic.kind}, {critic.arch}, {critic.image_size}px, weights sha256 {critic.weights_hash[:12]})")
@@ -720,7 +721,7 @@ def train_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    run_dir: Path = typer.Argument(..., help="Run directory written by `drawgap train`."),
+    run_dir: Path = typer.Argument(..., help="Run directory written by `drawgap train`, or a shipped generator's name (`drawgap generators`)."),
     exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
     out: Path = typer.Option(..., "--out", help="Folder for the samples files, one per guidance value: GENERATOR_gG.npz."),
     per_exemplar: int = typer.Option(20, "--per-exemplar", help="Drawings per exemplar."),
@@ -744,6 +745,22 @@ def sample_cmd(
     for path in paths:
         s = read_samples(path)
         _echo_written("samples", path, f"{_samples_summary(s)}, {s.meta['params']['sampler']} x{s.meta['params']['steps']}, g={s.meta['params']['guidance']}")
+
+
+@app.command("generators")
+def generators_list() -> None:
+    """The shipped trained generators: name, whether installed, size and how long they trained."""
+    from drawgap.models.base import read_generator_record
+    from drawgap.models.registry import SHIPPED, is_installed, shipped_dir
+
+    for name, about in SHIPPED.items():
+        if not is_installed(shipped_dir(name)):
+            typer.echo(f"{name:<16} not installed  {about}")
+            continue
+        record = read_generator_record(shipped_dir(name))
+        t = record.get("training") or {}
+        trained = f"{t.get('step', '?')} steps, {t.get('seconds', 0) / 60:.0f} min" if t else "?"
+        typer.echo(f"{name:<16} {record.get('n_parameters', 0) / 1e6:.2f} M parameters, {trained}  {about}")
 
 
 # ------------------------------------------------------------------------------------------- report / demo

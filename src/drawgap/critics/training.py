@@ -56,7 +56,7 @@ OPTIMIZERS = ("rmsprop", "adam")
 # Options that only one kind uses (left out of the other kind's command line).
 KIND_ONLY = {
     "simclr": {"batch_size", "temperature", "strength"},
-    "protonet": {"ways", "queries", "lr_step", "lr_gamma", "val_ways", "val_episodes"},
+    "protonet": {"ways", "queries", "val_ways", "val_episodes"},
 }
 
 
@@ -72,6 +72,9 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str | None = None
     seed: int = 0
+    # Start from a trained critic's weights (a shipped name or a folder) instead of a random init: a
+    # fine-tuning run with its own optimizer and schedule, e.g. a decaying LR after a constant-LR plateau.
+    init_from: str | None = None
     bf16: bool = False
     device: str = "cpu"
     threads: int = 2
@@ -82,6 +85,8 @@ class TrainConfig:
     # ProtoNet
     ways: int = 60
     queries: int = 5
+    # LR step schedule (multiply by lr_gamma every lr_step steps): ProtoNet's default is steps/4; SimCLR
+    # has none unless asked (the reference trains it at a constant LR).
     lr_step: int | None = None
     lr_gamma: float = 0.5
     # validation and checkpoints
@@ -252,6 +257,8 @@ class CriticTrainer:
 
         critic = build_critic({"kind": c.kind, "arch": c.arch, "image_size": c.image_size, "threshold": c.threshold})
         c.image_size = critic.image_size
+        if ckpt is None and c.init_from:
+            self._load_initial_weights(critic, c.init_from)
         self.critic_ = critic.to(self.device)
         if c.bf16:
             critic.to(memory_format=torch.channels_last)
@@ -279,6 +286,18 @@ class CriticTrainer:
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.val_metrics_ = ckpt.get("val_metrics") or {}
         return int(ckpt["step"])
+
+    def _load_initial_weights(self, critic, source: str) -> None:
+        """Copy the weights of a trained critic of the same kind, architecture and resolution."""
+        from drawgap.critics.registry import load_critic
+
+        trained = load_critic(source, device="cpu")
+        mine = (critic.kind, critic.image_size)
+        theirs = (trained.kind, trained.image_size)
+        if mine != theirs or trained.state_dict().keys() != critic.state_dict().keys():
+            raise InputError(f"expected a {critic.kind} critic at {critic.image_size} px with this architecture, "
+                             f"got {trained.kind} at {trained.image_size} px", field="init_from")
+        critic.load_state_dict(trained.state_dict())
 
     # -- one step
 

@@ -90,8 +90,10 @@ class Generator(nn.Module, ABC):
 
     # ------------------------------------------------------------------------------------ save / load
 
-    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write `generator.json` and `weights.safetensors` into `directory` (each atomically)."""
+    def save(self, directory: str | os.PathLike, extra: dict | None = None, seed: int | None = None) -> Path:
+        """Write `generator.json` and `weights.safetensors` into `directory` (each atomically).
+
+        seed: the seed of the run that made the weights, recorded in the provenance."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -105,7 +107,7 @@ class Generator(nn.Module, ABC):
             "config": self.config,
             "n_parameters": sum(p.numel() for p in self.parameters()),
             **(extra or {}),
-            "provenance": provenance(self.config),
+            "provenance": provenance(self.config, seed),
         }
         write_json_atomic(directory / CONFIG_FILE, record)
         return directory

@@ -1,5 +1,10 @@
 """Generators by name, and `load_generator(run_dir)`, which rebuilds any of them from its run directory.
 
+Trained generators ship like the critics: each a run directory (generator.json + weights.safetensors, what
+`drawgap train` writes, with TRAINING.md holding the command that made it) in `drawgap/models/weights/`,
+named `<dataset>-<generator>`; `load_generator("strokes-cfgdm")` and `drawgap sample strokes-cfgdm ...`
+take the name wherever a run directory is accepted.
+
 Classes are listed as import paths and imported on first use, so that `drawgap --help` stays fast and a
 generator's heavy dependencies load only when it is used. A new generator adds one line to `GENERATORS`.
 """
@@ -7,18 +12,54 @@ generator's heavy dependencies load only when it is used. A new generator adds o
 from __future__ import annotations
 
 import importlib
+import json
 import os
+from pathlib import Path
 
 import torch
 
 from drawgap.errors import InputError
-from drawgap.models.base import Generator, read_generator_record
+from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE, Generator, read_generator_record
 
 GENERATORS: dict[str, str] = {
     "ddpm": "drawgap.models.diffusion.model:DDPM",
     "cfgdm": "drawgap.models.diffusion.model:CFGDM",
     "fsdm": "drawgap.models.diffusion.fsdm:FSDM",
 }
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+# The trained generators drawgap ships, by name: what each one is.
+SHIPPED: dict[str, str] = {
+    "strokes-ddpm": "DDPM conditioned on the exemplar, built-in strokes dataset (48 px)",
+    "strokes-cfgdm": "CFGDM (classifier-free guidance), built-in strokes dataset (48 px)",
+    "omniglot-ddpm": "DDPM conditioned on the exemplar, Omniglot weak split (48 px)",
+    "omniglot-cfgdm": "CFGDM (classifier-free guidance), Omniglot weak split (48 px)",
+}
+
+
+def shipped_dir(name: str) -> Path:
+    return WEIGHTS_DIR / name
+
+
+def is_installed(directory: str | os.PathLike) -> bool:
+    directory = Path(directory)
+    return (directory / CONFIG_FILE).is_file() and (directory / WEIGHTS_FILE).is_file()
+
+
+def resolve_run_dir(name_or_dir: str | os.PathLike) -> Path:
+    """The run directory of a shipped generator's name, or the directory given."""
+    key = os.fspath(name_or_dir)
+    if key in SHIPPED:
+        directory = shipped_dir(key)
+        if not is_installed(directory):
+            raise InputError(f"generator {key!r} is known but its weights are not installed in {directory}; "
+                             f"train it with `drawgap train` and copy the run directory there", field="generator")
+        return directory
+    if not Path(key).is_dir() and "/" not in key and not key.startswith("."):
+        raise InputError(f"expected a run directory or a shipped generator ({', '.join(SHIPPED)}), got {key!r}",
+                         field="generator")
+    return Path(key)
 
 
 def generator_class(name: str) -> type[Generator]:
@@ -44,6 +85,89 @@ def create_generator(name: str, seed: int | None = 0, **config) -> Generator:
 
 
 def load_generator(run_dir: str | os.PathLike, map_location="cpu") -> Generator:
-    """The trained generator of a run directory (its generator.json names the class)."""
+    """The trained generator of a run directory (its generator.json names the class), or a shipped one by name."""
+    run_dir = resolve_run_dir(run_dir)
     record = read_generator_record(run_dir)
     return generator_class(record["generator"]).load(run_dir, map_location=map_location)
+
+
+# ------------------------------------------------------------------------------------------- shipping
+
+
+def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str | os.PathLike] = (),
+                      notes: str = "") -> Path:
+    """Copy a trained run (generator.json, weights.safetensors, train.json) into the package's
+    `weights/<name>/` under a shipped name, with a TRAINING.md holding the command, the data, the training
+    time and, from `metrics` files written by `drawgap evaluate`, how well it draws."""
+    import shutil
+
+    from drawgap.critics.registry import file_sha256
+    from drawgap.io import atomic_path
+
+    if name not in SHIPPED:
+        raise InputError(f"expected a shipped name ({', '.join(SHIPPED)}), got {name!r}", field="name")
+    run_dir = Path(run_dir)
+    generator = load_generator(run_dir)  # checks the weights against the record
+    if generator.name != name.rsplit("-", 1)[-1]:
+        raise InputError(f"expected a {name.rsplit('-', 1)[-1]} run for {name!r}, got {generator.name}",
+                         path=run_dir / CONFIG_FILE, field="generator")
+    weights = run_dir / WEIGHTS_FILE
+    megabytes = weights.stat().st_size / 1e6
+    if megabytes >= 25:
+        raise InputError(f"expected weights under 25 MB to keep in the repository, got {megabytes:.1f} MB", path=weights)
+    dest = shipped_dir(name)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (WEIGHTS_FILE, CONFIG_FILE, "train.json"):
+        if (run_dir / f).is_file():
+            with atomic_path(dest / f) as tmp:
+                shutil.copyfile(run_dir / f, tmp)
+    record = read_generator_record(run_dir)
+    train = json.loads((run_dir / "train.json").read_text()) if (run_dir / "train.json").is_file() else {}
+    evaluated = [(Path(p), json.loads(Path(p).read_text())) for p in metrics]
+    with atomic_path(dest / "TRAINING.md") as tmp:
+        tmp.write_text(generator_notes(name, record, train, file_sha256(weights), evaluated, notes))
+    assert sum(p.numel() for p in load_generator(name).parameters()) == sum(p.numel() for p in generator.parameters())
+    return dest
+
+
+def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
+                    evaluated: list[tuple[Path, dict]] = (), notes: str = "") -> str:
+    """TRAINING.md of a shipped generator: what it is, how it was trained, how well it draws."""
+    t = record.get("training") or {}
+    prov = record.get("provenance") or {}
+    data = train.get("dataset") or {}
+    options = train.get("options") or {}
+    lines = [
+        f"# {name}", "", SHIPPED[name] + ".",
+        f"{record['generator']} generator, {record.get('n_parameters', 0):,} parameters, config "
+        f"`{json.dumps(record['config'], sort_keys=True)}`.", "",
+        "## How it was trained", "", "```",
+        (train.get("provenance") or {}).get("command") or "(unknown)", "```", "",
+        "(rerun the same command with `--resume` to continue an interrupted run: the recipe is kept)", "",
+        f"- optimizer steps: {t.get('step')} of {t.get('total_steps')} (batch {options.get('batch_size')}, "
+        f"lr {options.get('lr')} {options.get('lr_schedule')}, bf16 {options.get('bf16')}, EMA weights), "
+        f"epochs {t.get('epoch')}, final loss " + ("-" if t.get("loss") is None else f"{t['loss']:.4f}"),
+        f"- training time: {t.get('seconds', 0) / 60:.1f} min on {t.get('processes', 1)} process(es)",
+        f"- seed: {options.get('seed')}",
+        f"- training data: `{data.get('path')}` ({data.get('name')}, {data.get('split')} split, {data.get('image_size')} px)"
+        + (f", sha256 `{data['sha256']}`" if data.get("sha256") else ""),
+        f"- weights sha256: `{weights_sha256}`",
+        f"- created {prov.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items()),
+    ]
+    if notes:
+        lines += ["", notes.strip()]
+    if evaluated:
+        lines += ["", "## How well it draws", "", "Measured with `drawgap evaluate` (95 % bootstrap intervals over classes):", "",
+                  "| samples | guidance | sampler | recognizability % | diversity |", "|---|---|---|---|---|"]
+        for path, m in evaluated:
+            params = (m.get("samples_meta") or {}).get("params") or {}
+            ci = m.get("ci95") or {}
+            rec, div = ci.get("recognizability") or [None, None], ci.get("diversity") or [None, None]
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            lines.append(f"| `{path.name}` | {params.get('guidance')} | {params.get('sampler')} x{params.get('steps')} | "
+                         f"{fmt(m.get('recognizability'), '.1f')} [{fmt(rec[0], '.1f')}, {fmt(rec[1], '.1f')}] | "
+                         f"{fmt(m.get('diversity'), '.3f')} [{fmt(div[0], '.3f')}, {fmt(div[1], '.3f')}] |")
+        cmd = ((evaluated[0][1].get("provenance") or {}).get("command"))
+        if cmd:
+            lines += ["", "e.g. `" + cmd + "`"]
+    return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from drawgap.data.formats import Samples, read_dataset, read_samples, write_samp
 from drawgap.data.transforms import to_uint8
 from drawgap.errors import InputError
 from drawgap.models.base import read_generator_record
-from drawgap.models.registry import load_generator
+from drawgap.models.registry import load_generator, resolve_run_dir
 from drawgap.provenance import provenance
 
 
@@ -86,6 +86,7 @@ def sample_to_files(
         raise InputError(f"expected at least 1 drawing per exemplar, got {per_exemplar}", field="--per-exemplar")
     if classes < 0:
         raise InputError(f"expected a class count >= 0, got {classes}", field="--classes")
+    run_dir = resolve_run_dir(run_dir)
     record = read_generator_record(run_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator = load_generator(run_dir, map_location=device)

@@ -388,7 +388,8 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, unwrapp
         os.replace(tmp, final)
         ema.store(unwrapped.parameters())
         ema.copy_to(unwrapped.parameters())
-        unwrapped.save(run_dir, extra={"training": {**dataclasses.asdict(state), "processes": world, "ema": True}})
+        unwrapped.save(run_dir, extra={"training": {**dataclasses.asdict(state), "processes": world, "ema": True}},
+                       seed=options.seed)
         ema.restore(unwrapped.parameters())
         for old in checkpoints(run_dir)[: -options.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -449,7 +450,10 @@ def run_training(
     given = {k: v for k, v in options.items() if v is not None}
     dataset = read_dataset(data)
     out = Path(out)
-    info = {"path": str(data), **{k: dataset.meta.get(k) for k in ("name", "split", "source", "image_size")}}
+    from drawgap.critics.registry import file_sha256
+
+    info = {"path": str(data), "sha256": file_sha256(data),
+            **{k: dataset.meta.get(k) for k in ("name", "split", "source", "image_size")}}
     if resume:
         record = read_generator_record(out)
         if record["generator"] != name:
