@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
+from drawgap.errors import InputError
 from drawgap.models import create_generator
 from drawgap.pipelines import demo
 from drawgap.report.results import load_results
@@ -28,15 +30,17 @@ def shipped(tmp_path, monkeypatch):
 def test_demo_end_to_end_with_shipped_generators(cli, shipped, tmp_path):
     out = tmp_path / "demo"
     r = cli("demo", "--out", out, "--classes", 3, "--per-exemplar", 3, "--sampler-steps", 2, "--guidance", "0,2",
-            "--queries", 10, "--bootstrap", 20)
+            "--queries", 10, "--bootstrap", 20, "--importance-classes", 2)
     assert r.code == 0, r
     assert "report:" in r.out and "drawgap demo: results" in r.out and "CFGDM g=2" in r.out
     for f in ("data/train.npz", "data/test.npz", "data/human.npz", "generators/cfgdm/weights.safetensors",
               "samples/ddpm.npz", "samples/cfgdm_g0.npz", "samples/cfgdm_g2.npz", "metrics/human.json",
-              "metrics/cfgdm_g2.json", "figures/plane.pdf", "figures/guidance_cfgdm.png", "report.html"):
+              "metrics/cfgdm_g2.json", "figures/plane.pdf", "figures/guidance_cfgdm.png", "report.html",
+              "importance/cfgdm.implicit.npz", "importance/simclr_ink.json", "figures/importance.png"):
         assert (out / f).is_file(), f
     record = json.loads((out / "demo.json").read_text())
-    assert [s["stage"] for s in record["stages"]] == ["data", "generators", "sample", "evaluate", "report"]
+    assert [s["stage"] for s in record["stages"]] == ["data", "generators", "sample", "evaluate", "importance", "report"]
+    assert "6/6 report" in r.out
     assert record["generators"]["cfgdm"]["source"] == "shipped"
     assert any(c.startswith("drawgap sample") and "--guidance 0,2" in c for c in record["commands"])
     results = load_results(out)
@@ -46,6 +50,12 @@ def test_demo_end_to_end_with_shipped_generators(cli, shipped, tmp_path):
     assert json.loads((out / "metrics" / "ddpm.json").read_text())["per_class"]["classes"] == human["per_class"]["classes"]
     html = (out / "report.html").read_text()
     assert "drawgap sample" in html and "is closest to humans" in html
+    # the importance section: a row per source of maps (the shipped critics' names), from the ink reports
+    assert len(results.ink) == 5
+    rows = re.findall(r'<tr class="source" data-source="([^"]*)"', html)
+    assert rows == ["CFGDM g=1 guided score", "CFGDM g=1 implicit classifier", "CFGDM g=1 loss gradient",
+                    "strokes-protonet saliency", "strokes-simclr saliency"]
+    assert "drawgap importance maps diffusion" in html and 'id="fig-importance"' in html
 
     # a stage re-run alone with its recorded CLI command gives the same file
     before = (out / "metrics" / "cfgdm_g2.json").read_text()
@@ -104,3 +114,92 @@ def test_human_reference_keeps_the_sampled_classes(tmp_path):
     assert human.samples.shape[:2] == (4, 5) and list(human.classes) == list(test.classes[:4])
     assert np.array_equal(human.exemplars, test.exemplar_images()[:4])
     assert np.array_equal(human.samples[1], test.images_of(1)[:5])
+
+
+# ------------------------------------------------------------------------------------- importance stage
+
+
+@pytest.fixture(scope="module")
+def tiny_importance_inputs(tmp_path_factory):
+    """A tiny strokes dataset (2 test classes of 16 px drawings), a tiny untrained cfgdm run directory and
+    tiny untrained critics."""
+    import torch
+
+    from drawgap.critics import ProtoNetCritic, SimCLRCritic
+    from drawgap.data.formats import write_dataset
+    from drawgap.data.strokes import StrokesConfig, build_strokes
+
+    root = tmp_path_factory.mktemp("importance")
+    test = write_dataset(build_strokes(StrokesConfig(n_classes=10, per_class=3, image_size=16, seed=3))["test"],
+                         root / "test.npz")
+    run = root / "cfgdm"
+    create_generator("cfgdm", seed=0, image_size=16, denoiser=TINY_DENOISER).save(run)
+    torch.manual_seed(0)
+    critics = (SimCLRCritic("omniglot", image_size=16), ProtoNetCritic("omniglot", image_size=16))
+    return test, run, critics
+
+
+def _run_stage(tmp_path, inputs, data="strokes"):
+    from rich.console import Console
+
+    test, run, critics = inputs
+    cfg = demo.DemoConfig(out=tmp_path / "out", data=data, importance_classes=2, sampler_steps=2)
+    record = demo.DemoRecord(config={})
+    paths = demo.compute_importance(cfg, record, Console(quiet=True), {"cfgdm": run}, test, critics)
+    return cfg, record, paths
+
+
+def test_importance_stage_on_strokes(tmp_path, tiny_importance_inputs, cli):
+    from drawgap.data.formats import read_dataset
+    from drawgap.importance.compare import INK_FORMAT
+    from drawgap.importance.maps_file import read_maps
+
+    cfg, record, paths = _run_stage(tmp_path, tiny_importance_inputs)
+    sources = ["cfgdm.guided", "cfgdm.implicit", "cfgdm.loss_grad", "protonet", "simclr"]
+    assert [p.name for p in paths] == [f"{s}.npz" for s in sources] + [f"{s}_ink.json" for s in sources]
+    test = read_dataset(tiny_importance_inputs[0])
+    guided = read_maps(cfg.out / "importance" / "cfgdm.guided.npz")
+    assert guided.maps.shape == (2, 16, 16) and list(guided.image_ids) == [str(i) for i in test.exemplars]
+    assert guided.meta["options"]["n_trajectories"] == demo.IMPORTANCE_TRAJECTORIES and guided.meta["options"]["steps"] == 2
+    critic = read_maps(cfg.out / "importance" / "protonet.npz")
+    assert len(critic) == test.n_classes and critic.method == "critic-saliency"  # one drawing per test class
+    assert not set(critic.image_ids.astype(int)) & set(test.exemplars)  # never the exemplar itself
+
+    ink = json.loads((cfg.out / "importance" / "protonet_ink.json").read_text())
+    assert ink["format"] == INK_FORMAT and len(ink["per_map"]["mass_on_ink"]) == test.n_classes
+    assert 0 <= ink["mean"]["mass_on_ink"] <= 1 and ink["mean"]["ink_enrichment"] > 0
+    # the strokes are known: each map's mass per stroke, one value per stroke of the drawing it explains
+    strokes = ink["per_map"]["mass_per_stroke"]
+    assert all(len(s) >= 1 and 0 <= sum(s) for s in strokes)
+
+    # each recorded command rewrites the same files (diffusion maps and ink reports; the critic command
+    # names the shipped critic, these tiny ones are not)
+    commands = [c for c in record.commands if c.startswith("drawgap importance")]
+    assert sum(c.startswith("drawgap importance maps critic") for c in commands) == 2
+    assert sum(c.startswith("drawgap importance ink") and "--strokes" in c for c in commands) == 5
+    diffusion = next(c for c in commands if "maps diffusion" in c)
+    assert "--classes 2 " in diffusion and "--steps 2 " in diffusion and "--guidance 1 " in diffusion
+    before = {s: read_maps(cfg.out / "importance" / f"{s}.npz").maps for s in sources[:3]}
+    ink_before = (cfg.out / "importance" / "cfgdm.implicit_ink.json").read_text()
+    for command in [diffusion, next(c for c in commands if "ink" in c and "cfgdm.implicit.npz" in c)]:
+        assert cli(*command.split()[1:]).code == 0, command
+    for s in sources[:3]:
+        np.testing.assert_array_equal(read_maps(cfg.out / "importance" / f"{s}.npz").maps, before[s])
+    assert json.loads(ink_before)["per_map"] == json.loads((cfg.out / "importance" / "cfgdm.implicit_ink.json").read_text())["per_map"]
+
+
+def test_importance_stage_without_strokes(tmp_path, tiny_importance_inputs):
+    """Omniglot has no stroke masks: the same maps and ink reports, without the per-stroke part."""
+    cfg, record, paths = _run_stage(tmp_path, tiny_importance_inputs, data="omniglot")
+    ink = json.loads((cfg.out / "importance" / "cfgdm.loss_grad_ink.json").read_text())
+    assert "mass_per_stroke" not in ink["per_map"] and len(ink["per_map"]["mass_on_ink"]) == 2
+    assert not any("--strokes" in c for c in record.commands)
+    assert len(paths) == 10
+
+
+def test_importance_classes_option_is_checked(tmp_path):
+    cfg = demo.DemoConfig(out=tmp_path, importance_classes=-1)
+    with pytest.raises(InputError, match="expected an integer >= 0") as err:
+        cfg.check()
+    assert err.value.field == "--importance-classes"
+    demo.DemoConfig(out=tmp_path, importance_classes=0).check()

@@ -324,3 +324,112 @@ def test_guidance_sentence_says_when_nothing_changes(results):
     assert heading_sentences(load_results(results))[-1] == (
         "Raising CFGDM's guidance from 0 to 2 leaves its recognizability at 70.0 %, lowers its diversity from 0.500 "
         "to 0.300 and leaves its originality reach (the most original bin) at 0.90.")
+
+
+# ------------------------------------------------------------------------------------------ importance
+
+INK_SOURCES = {  # file stem: (method, options, model meta)
+    "cfgdm.guided": ("diffusion-guided", {"guidance": 1.0, "n_trajectories": 4}, {"generator": {"name": "cfgdm"}}),
+    "protonet": ("critic-saliency", {}, {"critic": {"name": "strokes-protonet", "kind": "protonet"}}),
+    "simclr": ("critic-saliency", {}, {"critic": {"name": "strokes-simclr", "kind": "simclr"}}),
+}
+
+
+def _write_ink_reports(root):
+    """Maps files and their ink reports (what the demo's importance stage writes) under root/importance."""
+    from drawgap.importance.compare import ink_report
+    from drawgap.importance.maps_file import ImportanceMaps, make_meta, write_maps
+    from drawgap.io import write_json_atomic
+
+    rng = np.random.default_rng(0)
+    cats = np.array(["alpha/c0", "alpha/c1"])
+    for stem, (method, options, extra) in INK_SOURCES.items():
+        m = ImportanceMaps(rng.random((2, 8, 8), dtype=np.float32), np.array(["0", "1"]), cats,
+                           make_meta(method, options, 0, **extra), images=(rng.random((2, 8, 8)) > 0.6).astype(np.float32))
+        write_maps(m, root / "importance" / f"{stem}.npz")
+        strokes = [rng.random((2, 8, 8)) > 0.5, rng.random((3, 8, 8)) > 0.5]
+        write_json_atomic(root / "importance" / f"{stem}_ink.json", ink_report(m, 8, stroke_masks=strokes))
+
+
+def edit_ink(root, stem, per_stroke=None, **means):
+    path = root / "importance" / f"{stem}_ink.json"
+    r = json.loads(path.read_text())
+    r["mean"].update(means)
+    if per_stroke is not None:
+        r["per_map"]["mass_per_stroke"] = per_stroke
+    path.write_text(json.dumps(r))
+
+
+def ink_rows(report_html: str) -> dict[str, list[str]]:
+    rows = re.findall(r'<tr class="source" data-source="([^"]*)">(.*?)</tr>', report_html, re.S)
+    return {name: re.findall(r"<td>(.*?)</td>", cells) for name, cells in rows}
+
+
+def test_maps_source_labels():
+    from drawgap.report.results import maps_source_label
+
+    assert maps_source_label({"method": "diffusion-implicit", "options": {"guidance": 0.5},
+                              "generator": {"name": "cfgdm"}}) == "CFGDM g=0.5 implicit classifier"
+    assert maps_source_label({"method": "critic-integrated_gradients", "critic": {"name": None, "kind": "protonet"}}) \
+        == "protonet integrated gradients"
+    assert maps_source_label({"method": "human-box"}) == "human"
+    assert maps_source_label({"method": "diffusion-guided"}) == "diffusion-guided"  # no model recorded
+
+
+def test_importance_section_golden(results):
+    keep(results, "human", "cfgdm_g1")
+    _write_ink_reports(results)
+    edit_ink(results, "cfgdm.guided", mass_on_ink=0.30, ink_area=0.15, ink_enrichment=2.0, pixels_50=0.20,
+             pixels_90=0.7, entropy=3.21, regions=4.0)
+    edit_ink(results, "protonet", mass_on_ink=0.60, ink_area=0.20, ink_enrichment=3.0, pixels_50=0.05,
+             per_stroke=[[0.6, 0.2], [0.3, 0.3, 0.3]])
+    edit_ink(results, "simclr", mass_on_ink=0.10, ink_area=0.20, ink_enrichment=0.5, pixels_50=0.40)
+    r = load_results(results)
+    assert [s.name for s in r.ink] == ["CFGDM g=1 guided score", "strokes-protonet saliency", "strokes-simclr saliency"]
+    sentence = ("Importance: of 3 sources of maps, strokes-protonet saliency is the most concentrated on the ink, with "
+                "60 % of its mass on the 20 % of the pixels that are ink (3.0x a uniform map), and strokes-simclr "
+                "saliency the least (10 % on 20 %, 0.5x); strokes-protonet saliency is the most localized, half its "
+                "mass on 5.0 % of the pixels.")
+    assert heading_sentences(r)[-1] == sentence
+    text = build_report(results)
+    section = text[text.index('<section id="importance">'):]
+    assert sentence in section.replace("&#x27;", "'") and 'id="fig-importance"' in section
+    rows = ink_rows(text)
+    # source, maps, mass on ink %, ink area %, enrichment, entropy, 50 %, 90 %, regions, heaviest stroke, equal strokes
+    assert rows["CFGDM g=1 guided score"][:9] == ["CFGDM g=1 guided score", "2 × 4 trajectories", "30.0", "15.0", "2.00", "3.21", "20.0",
+                                                 "70.0", "4.0"]
+    # heaviest stroke: 0.6 / 0.8 = 75 % and 0.3 / 0.9 = 33.3 %, mean 54.2 %; equal weights: (1/2 + 1/3) / 2 = 41.7 %
+    assert rows["strokes-protonet saliency"][1] == "2" and rows["strokes-protonet saliency"][-2:] == ["54.2", "41.7"]
+    # the importance figure sits in its section, not among the figures above
+    assert text.index('id="fig-importance"') > text.index('<section id="importance">')
+
+
+def test_changing_an_ink_file_changes_the_report(results):
+    keep(results, "human", "cfgdm_g1")  # fewer figures to draw: the metrics are not what this test is about
+    _write_ink_reports(results)
+    before = build_report(results)
+    edit_ink(results, "simclr", mass_on_ink=0.987, ink_enrichment=9.87)
+    after = build_report(results)
+    row_before, row_after = ink_rows(before)["strokes-simclr saliency"], ink_rows(after)["strokes-simclr saliency"]
+    assert row_before[2] != "98.7" and row_before[4] != "9.87"
+    assert row_after[2] == "98.7" and row_after[4] == "9.87"  # mass on ink (%), ink enrichment
+    assert "strokes-simclr saliency is the most concentrated on the ink" in heading(after)[-1]
+
+
+def test_importance_figure_outlines_the_drawing_each_map_explains():
+    from drawgap.report.importance_figure import drawings_per_category, importance_figure
+    from drawgap.importance.maps_file import ImportanceMaps, make_meta
+
+    exemplars = np.zeros((2, 8, 8), np.float32)
+    exemplars[:, 2:6, 2:6] = 1  # both exemplars have ink
+    critic_drawings = np.zeros((2, 8, 8), np.float32)  # the critic's maps: of class b (no ink), then of a (ink)
+    critic_drawings[1, 1:4, 1:4] = 1
+    critic = ImportanceMaps(np.ones((2, 8, 8), np.float32), np.array(["3", "7"]), np.array(["b", "a"]),
+                            make_meta("critic-saliency", {}, 0), images=critic_drawings)
+    outlines = drawings_per_category({"critic": critic, "no images": critic.subset(np.arange(2))}, ["a", "b"])
+    assert list(outlines) == ["critic", "no images"] and np.array_equal(outlines["critic"], critic_drawings[::-1])
+    fig = importance_figure(["a", "b"], exemplars, None, {"diffusion": np.ones((2, 8, 8)), "critic": np.ones((2, 8, 8))},
+                            outlines={"critic": outlines["critic"]})
+    axes = np.asarray(fig.axes).reshape(3, 2)
+    contours = [[len(ax.collections) for ax in row] for row in axes[1:]]
+    assert contours == [[1, 1], [1, 0]]  # the diffusion row outlines the exemplars, the critic row its drawings

@@ -794,6 +794,7 @@ def demo_cmd(
     guidance: str = typer.Option("0,0.5,1,2", "--guidance", help="Comma-separated CFGDM guidance values."),
     queries: int = typer.Option(500, "--queries", help="Queries per class in the recognizability task list."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+    importance_classes: int = typer.Option(10, "--importance-classes", help="Test exemplars whose CFGDM importance maps are made, besides the critics' (0: skip the importance stage)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the training and of the drawings."),
 ) -> None:
     """The whole study into one folder: data, generators, sampling, evaluation, report (what `make demo` runs)."""
@@ -802,7 +803,8 @@ def demo_cmd(
 
     config = DemoConfig(out=out, data=data, source=source, train=train, budget=budget, train_steps=train_steps,
                         classes=classes, per_exemplar=per_exemplar, sampler_steps=sampler_steps,
-                        guidance=tuple(parse_guidance(guidance)), queries=queries, bootstrap=bootstrap, seed=seed)
+                        guidance=tuple(parse_guidance(guidance)), queries=queries, bootstrap=bootstrap,
+                        importance_classes=importance_classes, seed=seed)
     with _metric_warnings_to_stderr():
         run_demo(config, main_console())
 

@@ -11,7 +11,11 @@ alone with the CLI command recorded for it in OUT/demo.json (and shown in the re
                exemplars drawn with the fast sampler (DPM-Solver++) at each guidance value;
 4. evaluate    OUT/metrics/human.json and one metrics file per samples file, against the human reference,
                with the dataset's shipped critics;
-5. report      OUT/report.html and OUT/figures/*.png, *.pdf.
+5. importance  OUT/importance/<source>.npz (importance maps) and <source>_ink.json (how each map places its
+               mass on the ink, and how localized it is): the CFGDM's guided-score, implicit-classifier and
+               loss-gradient maps of the first `importance_classes` test exemplars, and the Saliency maps of
+               both shipped critics for one test drawing per class (`--importance-classes 0` skips it);
+6. report      OUT/report.html and OUT/figures/*.png, *.pdf.
 
 Shipped generators are looked up by name, `<data>-<generator>` (e.g. `strokes-cfgdm`), as run directories
 (generator.json + weights.safetensors, what `drawgap train` writes) under `drawgap/models/weights/`, the
@@ -42,6 +46,31 @@ GUIDANCE = (0.0, 0.5, 1.0, 2.0)
 SHIPPED_GENERATORS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 RUN_FILES = ("generator.json", "weights.safetensors", "train.json", "TRAINING.md")
 
+# The importance stage's settings, chosen so that the default (10 exemplars) stays well under a minute on 2
+# CPU cores (measured: 39 to 50 s for the whole stage with the 0.8 M-parameter strokes CFGDM, on one thread
+# of a 2-core machine loaded about 3x by other jobs; the diffusion maps are most of it, the critics and ink
+# a few seconds):
+# - 4 trajectories per exemplar (the paper: 25): the mean mass on the ink is already stable (measured on the
+#   strokes CFGDM, 10 exemplars: 4 vs 12 trajectories changed it by <= 0.002 for every kind), but the
+#   localization measures are not: maps averaged over fewer trajectories are noisier, with more regions (6.1
+#   vs 3.7 for the implicit-classifier maps, 20.9 vs 11.0 for the loss gradient) and their mass a little more
+#   spread (half of it on 13.7 vs 14.0 %, 22.2 vs 23.6 % of the pixels); the report says so, and `drawgap
+#   importance maps diffusion --trajectories 25` makes the paper's maps from the same files;
+# - the demo's own sampler (DPM-Solver++, `sampler_steps` steps), seed and guidance 1 (the paper's CFGDM):
+#   trajectory k of exemplar c is then drawing k of class c in OUT/samples/cfgdm_g1.npz (`drawgap.models.
+#   base.item_seeds`), so the maps explain drawings the report shows;
+# - critics: captum Saliency (|d logit / d pixel|), the cheapest method and the one that can put importance
+#   on the background: Integrated Gradients and Occlusion from a blank canvas give background pixels zero
+#   attribution by construction, which would make "mass on the ink" 100 % whatever the critic does;
+# - the CLI's defaults for everything else (t-range all steps, 3 loss-gradient steps, ink at 48 px dilated
+#   by 1 px, regions above half the maximum), so each recorded command gives the same files.
+IMPORTANCE_TRAJECTORIES = 4
+IMPORTANCE_GUIDANCE = 1.0
+IMPORTANCE_GRAD_STEPS = 3
+IMPORTANCE_BATCH = 256
+CRITIC_METHOD = "saliency"
+INK_OPTIONS = {"resolution": 48, "threshold": 0.5, "dilate": 1}
+
 
 @dataclass
 class DemoConfig:
@@ -57,6 +86,7 @@ class DemoConfig:
     guidance: tuple[float, ...] = GUIDANCE
     queries: int = 500
     bootstrap: int = 1000
+    importance_classes: int = 10  # test exemplars whose importance maps are made (0: no importance stage)
     seed: int = 0  # of the training and the drawings (the data are the built-in dataset; evaluation uses its own seed)
 
     def check(self) -> "DemoConfig":
@@ -66,7 +96,8 @@ class DemoConfig:
             raise InputError("--source gives the Omniglot archives; add --data omniglot", field="--source")
         if not self.budget > 0:
             raise InputError(f"expected a positive number of minutes, got {self.budget}", field="--budget")
-        for name, low in (("classes", 0), ("per_exemplar", 2), ("sampler_steps", 1), ("queries", 1), ("bootstrap", 1)):
+        for name, low in (("classes", 0), ("per_exemplar", 2), ("sampler_steps", 1), ("queries", 1), ("bootstrap", 1),
+                          ("importance_classes", 0)):
             if getattr(self, name) < low:
                 raise InputError(f"expected an integer >= {low}, got {getattr(self, name)}", field=f"--{name.replace('_', '-')}")
         if self.train_steps is not None and self.train_steps < 1:
@@ -278,8 +309,96 @@ def evaluate_systems(cfg: DemoConfig, record: DemoRecord, console: Console, huma
     return written
 
 
+def _flags(options: dict) -> str:
+    """{"--kind": ["guided", "implicit"], "--steps": 10} -> "--kind guided --kind implicit --steps 10"."""
+    parts = []
+    for flag, value in options.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts.append(f"{flag} {_q(format(v, 'g') if isinstance(v, float) else v)}")
+    return " ".join(parts)
+
+
+def _percent(fraction, spec: str = ".0f") -> str:
+    return "-" if fraction is None else f"{100 * fraction:{spec}} %"
+
+
+def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, runs: dict[str, Path], test_data: Path,
+                       critics: tuple | None = None) -> list[Path]:
+    """Stage 5: importance maps of the CFGDM and of both critics, and an ink report of each maps file.
+
+    Diffusion maps: the first `importance_classes` test exemplars, along `IMPORTANCE_TRAJECTORIES` sampling
+    trajectories each. Critic maps: one test drawing per class (not its exemplar), target its class in the
+    episode of all test exemplars (what `drawgap importance maps critic` does with a dataset file). Ink
+    reports: on the strokes dataset, with the mass on each stroke (the generator knows its strokes).
+    Each call below is made with the options its recorded CLI command passes, so the command rewrites the
+    same maps (see the settings at the top of this module for why they were chosen).
+    """
+    from drawgap.data.formats import read_dataset
+    from drawgap.importance.compare import ink_report, strokes_masks
+    from drawgap.importance.critic_attribution import critic_importance
+    from drawgap.importance.diffusion_maps import KINDS, diffusion_importance, exemplars_of
+    from drawgap.importance.maps_file import read_maps, write_maps
+
+    simclr, protonet = critics or load_critics(cfg.data)
+    test = read_dataset(test_data)
+    out_dir = cfg.out / "importance"
+    maps_paths: list[Path] = []
+    jobs = (["cfgdm"] if "cfgdm" in runs else []) + ["protonet", "simclr"]
+    with _progress(console) as bar:
+        task = bar.add_task("importance", total=len(jobs) + 1)
+        if "cfgdm" in runs:
+            from drawgap.models import load_generator
+
+            bar.update(task, description="importance: cfgdm maps")
+            generator = load_generator(runs["cfgdm"])
+            T = int(generator.schedule.config.num_train_timesteps)
+            options = dict(kinds=KINDS, n_trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++", steps=cfg.sampler_steps,
+                           guidance=IMPORTANCE_GUIDANCE, t_range=(1, T), grad_steps=IMPORTANCE_GRAD_STEPS,
+                           batch_size=IMPORTANCE_BATCH, precision="fp32")
+            images, classes, ids = exemplars_of(test, cfg.importance_classes)
+            for kind, m in diffusion_importance(generator, images, classes, seed=cfg.seed, image_ids=ids, **options).items():
+                maps_paths.append(write_maps(m, out_dir / f"cfgdm.{kind}.npz"))  # the CLI's OUT.<kind>.npz
+            flags = _flags({"--kind": list(KINDS), "--classes": cfg.importance_classes,
+                            "--trajectories": IMPORTANCE_TRAJECTORIES, "--sampler": "dpm++", "--steps": cfg.sampler_steps,
+                            "--guidance": IMPORTANCE_GUIDANCE, "--t-min": 1, "--t-max": T,
+                            "--grad-steps": IMPORTANCE_GRAD_STEPS, "--batch-size": IMPORTANCE_BATCH,
+                            "--precision": "fp32", "--seed": cfg.seed})
+            record.commands.append(f"drawgap importance maps diffusion {_q(runs['cfgdm'])} --exemplars {_q(test_data)} "
+                                   f"--out {_q(out_dir / 'cfgdm.npz')} {flags}")
+            bar.advance(task)
+        else:
+            console.print("[yellow]no cfgdm among the generators: no diffusion importance maps[/]")
+        for name, critic in (("protonet", protonet), ("simclr", simclr)):
+            bar.update(task, description=f"importance: {name} maps")
+            m = critic_importance(critic, test, CRITIC_METHOD, per_class=1, seed=cfg.seed)
+            maps_paths.append(write_maps(m, out_dir / f"{name}.npz"))
+            shipped = getattr(critic, "name", None) or f"{cfg.data}-{name}"
+            record.commands.append(f"drawgap importance maps critic {_q(shipped)} --data {_q(test_data)} "
+                                   f"--out {_q(out_dir / (name + '.npz'))} --method {CRITIC_METHOD} --per-class 1 --seed {cfg.seed}")
+            bar.advance(task)
+
+        bar.update(task, description="importance: ink reports")
+        ink_paths = []
+        for path in maps_paths:
+            m = read_maps(path)
+            masks = strokes_masks(test, m.image_ids, path=path) if cfg.data == "strokes" else None
+            report = ink_report(m, INK_OPTIONS["resolution"], INK_OPTIONS["threshold"], INK_OPTIONS["dilate"], masks)
+            ink = out_dir / f"{path.stem}_ink.json"
+            write_json_atomic(ink, report)
+            ink_paths.append(ink)
+            strokes = f" --strokes {_q(test_data)}" if masks is not None else ""
+            record.commands.append(f"drawgap importance ink {_q(path)} --out {_q(ink)}{strokes} "
+                                   + _flags({f"--{k}": v for k, v in INK_OPTIONS.items()}))
+            mean = report["mean"]
+            console.print(f"{path.stem}: {_percent(mean.get('mass_on_ink'))} of the mass on the ink "
+                          f"({_percent(mean.get('ink_area'))} of the pixels); half the mass on "
+                          f"{_percent(mean.get('pixels_50'), '.1f')} of the pixels")
+        bar.advance(task)
+    return maps_paths + ink_paths
+
+
 def write_demo_report(cfg: DemoConfig, record: DemoRecord) -> Path:
-    """Stage 5: the HTML report, and every figure as PNG and PDF in OUT/figures."""
+    """Last stage: the HTML report, and every figure as PNG and PDF in OUT/figures."""
     from drawgap.report.html import write_report
 
     out = cfg.out / "report.html"
@@ -310,7 +429,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     console = console or Console(stderr=False)
     cfg.out.mkdir(parents=True, exist_ok=True)
     record = DemoRecord(config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()})
-    total = 5
+    total = 6 if cfg.importance_classes else 5
     with _Stage(record, cfg.out, console, "data", 1, total) as stage:
         data = build_data(cfg, record, console)
         stage.outputs += list(data.values())
@@ -322,7 +441,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
         stage.outputs += samples
     with _Stage(record, cfg.out, console, "evaluate", 4, total) as stage:
         stage.outputs += evaluate_systems(cfg, record, console, data["human"], samples, critics)
-    with _Stage(record, cfg.out, console, "report", 5, total) as stage:
+    if cfg.importance_classes:
+        with _Stage(record, cfg.out, console, "importance", 5, total) as stage:
+            stage.outputs += compute_importance(cfg, record, console, runs, data["test"], critics)
+    with _Stage(record, cfg.out, console, "report", total, total) as stage:
         report = write_demo_report(cfg, record)
         stage.outputs.append(report)
     console.print(summary_table(cfg.out))

@@ -7,7 +7,10 @@ Three findings, as in the papers:
   mean of human minus model recognizability over the top third of the originality range both curves
   cover (curves linearly interpolated between their bins);
 - what guidance does (ICML Fig. 4): recognizability, diversity and the originality reach (the mean
-  originality of the most original bin, where the curve ends) at the lowest and highest guidance.
+  originality of the most original bin, where the curve ends) at the lowest and highest guidance;
+- where the run holds ink reports of importance maps (ICML §5): which source of maps is most concentrated
+  on the ink (highest ink enrichment: mass on ink / ink area, so drawings of different ink areas compare),
+  which the least, and which is the most localized (fewest pixels holding half the mass).
 """
 
 from __future__ import annotations
@@ -141,10 +144,40 @@ def _guidance_sentences(results: Results) -> list[str]:
     return sentences
 
 
+def ink_means(results: Results) -> list[tuple[str, dict]]:
+    """[(source, mean measures)] of the ink reports whose mass on ink, enrichment and 50 % pixels are known."""
+    keys = ("mass_on_ink", "ink_area", "ink_enrichment", "pixels_50")
+    rows = [(s.name, s.report.get("mean") or {}) for s in results.ink]
+    return [(n, m) for n, m in rows if all(m.get(k) is not None for k in keys)]
+
+
+def ink_sentence(results: Results) -> str | None:
+    """Where the importance maps put their mass, in one sentence; None without ink reports."""
+    rows = ink_means(results)
+    if not rows:
+        return None
+
+    def on_ink(m: dict) -> str:
+        return (f"{100 * m['mass_on_ink']:.0f} % of its mass on the {100 * m['ink_area']:.0f} % of the pixels that "
+                f"are ink ({m['ink_enrichment']:.1f}x a uniform map)")
+
+    if len(rows) == 1:
+        name, m = rows[0]
+        return f"Importance: {name} puts {on_ink(m)}, half of it on {100 * m['pixels_50']:.1f} % of the pixels."
+    by_ink = sorted(rows, key=lambda r: r[1]["ink_enrichment"], reverse=True)
+    (top, mt), (low, ml) = by_ink[0], by_ink[-1]
+    local, mp = min(rows, key=lambda r: r[1]["pixels_50"])
+    return (f"Importance: of {len(rows)} sources of maps, {top} is the most concentrated on the ink, with {on_ink(mt)}, "
+            f"and {low} the least ({100 * ml['mass_on_ink']:.0f} % on {100 * ml['ink_area']:.0f} %, "
+            f"{ml['ink_enrichment']:.1f}x); {local} is the most localized, half its mass on "
+            f"{100 * mp['pixels_50']:.1f} % of the pixels.")
+
+
 def heading_sentences(results: Results) -> list[str]:
-    """The findings, one sentence each; every number formatted from the results' metrics."""
+    """The findings, one sentence each; every number formatted from the results' metrics and ink reports."""
     sentences = [_distance_sentence(results)]
     curve = _curve_sentence(results)
     if curve:
         sentences.append(curve)
-    return sentences + _guidance_sentences(results)
+    ink = ink_sentence(results)
+    return sentences + _guidance_sentences(results) + ([ink] if ink else [])

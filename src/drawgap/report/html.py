@@ -1,10 +1,12 @@
 """The HTML report of a results directory: `drawgap report RESULTS_DIR --out report.html`.
 
 One self-contained file (figures embedded as base64 PNG, styles inline, no script, nothing fetched): a
-heading that states the findings in numbers, the figures (ICML Figs. 2-4, sample grids, importance maps
-where the run has them), a table of every metric with its 95 % interval and each system's distance to
-humans, and the commands, configurations and package versions that produced them. Every number is read
-from the run's metrics files (`results.load_results`); all text is escaped with `html.escape`.
+heading that states the findings in numbers, the figures (ICML Figs. 2-4, sample grids), a table of every
+metric with its 95 % interval and each system's distance to humans, an importance section where the run
+has importance maps (ICML Fig. 5-like figure, and a table of how each source's maps place their mass on
+the ink and how localized they are), and the commands, configurations and package versions that produced
+them. Every number is read from the run's metrics files and ink reports (`results.load_results`); all
+text is escaped with `html.escape`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from matplotlib.figure import Figure
 from drawgap.errors import InputError
 from drawgap.io import write_bytes_atomic
 from drawgap.report.figures import plot_diversity_recognizability
-from drawgap.report.findings import HIGH_PART, curve_gaps_at_high_originality, guidance_sweeps, heading_sentences
+from drawgap.report.findings import (
+    HIGH_PART,
+    curve_gaps_at_high_originality,
+    guidance_sweeps,
+    heading_sentences,
+    ink_sentence,
+)
 from drawgap.report.plots import (
     figure_png,
     originality_sample,
@@ -31,7 +39,7 @@ from drawgap.report.plots import (
     plot_sample_grid,
     save_png_and_pdf,
 )
-from drawgap.report.results import Results, load_results
+from drawgap.report.results import Results, load_results, maps_source_label
 
 GRID_CLASSES = 4  # test exemplars shown in the sample grid
 GRID_DRAWINGS = 6  # drawings per source and exemplar
@@ -88,20 +96,30 @@ def sample_grid_data(results: Results, n_classes: int = GRID_CLASSES, per_source
     return picked, exemplars, sources
 
 
-def _importance_figure(results: Results):
+def _importance_figure(results: Results) -> ReportFigure | None:
+    """The importance figure of the run's maps files: a row per source (named as in the ink table), the
+    human maps first where there are some, each map with the ink of the drawing it is about outlined."""
     from drawgap.importance.maps_file import read_maps
-    from drawgap.report.importance_figure import figure_data, importance_figure
+    from drawgap.report.importance_figure import drawings_per_category, figure_data, importance_figure
 
     maps = [read_maps(p) for p in results.importance_paths]
     human = next((m for m in maps if m.method.startswith("human")), None)
     models = {}
     for path, m in zip(results.importance_paths, maps):
         if m is not human:
-            models[m.method if m.method not in models else path.stem] = m
+            name = maps_source_label(m.meta)
+            models[name if name not in models else f"{name} ({path.stem})"] = m
     if not models:
         return None
     cats, drawings, human_maps, model_maps, label = figure_data(human, models)
-    return importance_figure(cats, drawings, human_maps, model_maps, drawing_label=label)
+    outlines = drawings_per_category(models, cats)
+    fig = importance_figure(cats, drawings, human_maps, model_maps, drawing_label=label, outlines=outlines)
+    human_part = "the human map, " if human is not None else ""
+    caption = (f"Per category: the {label}, {human_part}then each source's map (averaged over the category's maps, "
+               "brighter = more important), with the ink of the drawing it is about outlined in cyan: the exemplar for "
+               "diffusion maps, the explained drawing for critic maps."
+               + ("" if human is not None else " This run holds no human maps."))
+    return ReportFigure("importance", "Importance maps (ICML Fig. 5)", caption, fig)
 
 
 def report_figures(results: Results) -> tuple[list[ReportFigure], list[str]]:
@@ -137,8 +155,7 @@ def report_figures(results: Results) -> tuple[list[ReportFigure], list[str]]:
             notes.append(f"Importance maps not drawn: {exc}")
         else:
             if fig is not None:
-                figs.append(ReportFigure("importance", "Importance maps (ICML Fig. 5)",
-                                         "Per category: the exemplar, the human map and each model's map.", fig))
+                figs.append(fig)
     return figs, notes
 
 
@@ -201,6 +218,90 @@ def metrics_table(results: Results) -> str:
         rows.append(f'<tr class="{cls}" data-system="{_e(r["name"])}">' + "".join(cells) + "</tr>")
     return ('<table id="metrics"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "\n".join(rows) + "</tbody></table>")
+
+
+INK_COLUMNS = [  # (key in the ink report's "mean", heading, scale, format)
+    ("mass_on_ink", "mass on ink (%)", 100, ".1f"),
+    ("ink_area", "ink area (% of pixels)", 100, ".1f"),
+    ("ink_enrichment", "ink enrichment (×)", 1, ".2f"),
+    ("entropy", "entropy (nats)", 1, ".2f"),
+    ("pixels_50", "pixels holding 50 % of the mass (%)", 100, ".1f"),
+    ("pixels_90", "pixels holding 90 % of the mass (%)", 100, ".1f"),
+    ("regions", "connected regions", 1, ".1f"),
+]
+
+
+def _scaled(value, scale: float):
+    return None if value is None else value * scale
+
+
+def stroke_shares(report: dict) -> tuple[float | None, float | None]:
+    """(mean share of the mass on strokes that the heaviest stroke holds, the same if every stroke weighed
+    the same: mean of 1 / strokes) over the maps of an ink report with `mass_per_stroke`; else (None, None)."""
+    per_stroke = [s for s in (report.get("per_map") or {}).get("mass_per_stroke") or [] if s and sum(s) > 0]
+    if not per_stroke:
+        return None, None
+    return float(np.mean([max(s) / sum(s) for s in per_stroke])), float(np.mean([1 / len(s) for s in per_stroke]))
+
+
+def ink_table(results: Results) -> str:
+    """A row per source of importance maps: the means of its ink report."""
+    with_strokes = any(stroke_shares(s.report)[0] is not None for s in results.ink)
+    head = ["source", "maps", *[h for _, h, _, _ in INK_COLUMNS]]
+    if with_strokes:
+        head += ["heaviest stroke (% of the mass on strokes)", "same if the strokes weighed the same (%)"]
+    rows = []
+    for source in results.ink:
+        mean = source.report.get("mean") or {}
+        n = len((source.report.get("per_map") or {}).get("image_ids") or [])
+        trajectories = ((source.report.get("maps_meta") or {}).get("options") or {}).get("n_trajectories")
+        maps = f"{n}" + ("" if trajectories is None else f" × {_e(str(trajectories))} trajectories")
+        cells = [f"<td>{_e(source.name)}</td>", f"<td>{maps}</td>"]
+        cells += [f"<td>{_num(_scaled(mean.get(k), scale), spec)}</td>" for k, _, scale, spec in INK_COLUMNS]
+        if with_strokes:
+            share, equal = stroke_shares(source.report)
+            cells += [f"<td>{_num(_scaled(share, 100), '.1f')}</td>", f"<td>{_num(_scaled(equal, 100), '.1f')}</td>"]
+        rows.append(f'<tr class="source" data-source="{_e(source.name)}">' + "".join(cells) + "</tr>")
+    return ('<table id="importance-ink"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "\n".join(rows) + "</tbody></table>")
+
+
+def _ink_settings(results: Results) -> str:
+    """The measures' settings as recorded in the ink reports (one phrase per distinct setting)."""
+    settings = sorted({(r.report.get("resolution"), r.report.get("dilate"), r.report.get("threshold")) for r in results.ink},
+                      key=str)
+    return "; ".join(f"at {res} px, ink dilated by {d} px, regions above {t:g} of the map's maximum"
+                     if t is not None else f"at {res} px, ink dilated by {d} px" for res, d, t in settings)
+
+
+def importance_html(results: Results, figure: ReportFigure | None) -> str:
+    """The importance section: its finding, the figure and the ink table; empty when the run has neither."""
+    if figure is None and not results.ink:
+        return ""
+    parts = ['<section id="importance"><h2>Importance</h2>']
+    sentence = ink_sentence(results)
+    if sentence:
+        parts.append(f'<p class="finding">{_e(sentence)}</p>')
+    if figure is not None:
+        parts.append(_figure_html(figure))
+    if results.ink:
+        parts.append(
+            '<p class="sub">Where each source of importance maps puts its mass: the mean over its maps (one per exemplar '
+            "for diffusion maps, one per explained drawing for critic maps) of the share of the map's mass on the ink "
+            "of the drawing it is about (the exemplar for diffusion maps: the guided-score and implicit-classifier maps "
+            "live in the space of the drawings made from it, the loss gradient in the exemplar's), the ink's share of "
+            "the pixels (what a uniform map gets) and their ratio, the enrichment (1: no preference for the ink); then "
+            "how localized the maps are: entropy (nats) of the map as a distribution over pixels, the smallest share "
+            "of pixels that holds 50 % and 90 % of the mass, and the number of 8-connected regions"
+            + (f" ({_e(_ink_settings(results))})" if _ink_settings(results) else "")
+            + ". Where the drawings' strokes are known (the built-in dataset): the heaviest stroke's share of the mass "
+            "on strokes, next to what it would be if every stroke of the drawing weighed the same. A diffusion map is "
+            "averaged over sampling trajectories (their number is given with the maps): averaged over few, its mass "
+            "on the ink is already stable, but it is noisier, with more regions, than the paper's 25-trajectory maps."
+            "</p>")
+        parts.append(ink_table(results))
+    parts.append("</section>")
+    return "\n".join(parts)
 
 
 def _figure_html(f: ReportFigure) -> str:
@@ -282,7 +383,7 @@ def build_report(results_dir: str | os.PathLike, figures_dir: str | os.PathLike 
         f'<section id="findings">{findings}</section>',
         f'<p class="sub">{_e(_subtitle(results))}</p>',
         "<h2>Figures</h2>",
-        *(_figure_html(f) for f in figs),
+        *(_figure_html(f) for f in figs if f.stem != "importance"),
         *(f'<p class="note">{_e(n)}</p>' for n in notes),
         "<h2>Metrics</h2>",
         '<p class="sub">Mean over classes with its 95 % bootstrap interval (percentile, resampling classes). Distance to '
@@ -290,6 +391,7 @@ def build_report(results_dir: str | os.PathLike, figures_dir: str | os.PathLike 
         "in this table (NeurIPS 2022 §4.3). Curve gap: mean human minus system recognizability over the originality "
         f"range both curves share; at high originality: over its {HIGH_PART}.</p>",
         metrics_table(results),
+        importance_html(results, next((f for f in figs if f.stem == "importance"), None)),
         '<h2 id="provenance">How these numbers were made</h2>',
         _provenance_html(results),
     ]

@@ -7,6 +7,8 @@ human importance map and the maps of the models, side by side.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -15,14 +17,15 @@ from drawgap.errors import InputError
 
 def importance_figure(categories, exemplars: np.ndarray | None, human: np.ndarray | None, models: dict[str, np.ndarray],
                       scores: dict[str, list[float]] | None = None, cmap: str = "inferno", panel: float = 1.2,
-                      drawing_label: str = "exemplar") -> Figure:
+                      drawing_label: str = "exemplar", outlines: dict[str, np.ndarray] | None = None) -> Figure:
     """One column per category; rows: the drawing (if given; `drawing_label` names it: the exemplar for
     diffusion and human maps, "drawing" for critic maps of other drawings), the human map (if given), then
     one row per model.
 
     exemplars [C, h, w] in [0, 1]; human and each model [C, H, W] >= 0 (each panel is scaled to its own
-    maximum); the exemplar's ink is outlined on every map. `scores[name][c]` (e.g. Spearman rho with the
-    human map) is printed under a model's panel.
+    maximum); the ink of the drawing each map is about is outlined on it: `outlines[name]` [C, h, w] where
+    given (e.g. a critic's maps explain drawings other than the exemplar), else the exemplar.
+    `scores[name][c]` (e.g. Spearman rho with the human map) is printed under a model's panel.
     """
     rows: list[tuple[str, np.ndarray | None]] = []
     if human is not None:
@@ -50,15 +53,17 @@ def importance_figure(categories, exemplars: np.ndarray | None, human: np.ndarra
             m = np.asarray(maps[c], dtype=np.float64)
             top = m.max()
             ax.imshow(m / top if top > 0 else m, cmap=cmap, vmin=0, vmax=1, interpolation="bilinear")
-            if exemplars is not None:
-                ink = _resize_nearest(exemplars[c], m.shape[-1])
+            drawing = (outlines or {}).get(name, exemplars)
+            if drawing is not None:
+                ink = _resize_nearest(drawing[c], m.shape[-1])
                 if ink.max() > 0.5:
                     ax.contour(ink, levels=[0.5], colors="cyan", linewidths=0.4)
             if scores and name in scores and scores[name][c] is not None and np.isfinite(scores[name][c]):
                 ax.set_xlabel(f"rho {scores[name][c]:.2f}", fontsize=6, labelpad=1)
             if r == 0:
                 ax.set_title(_short(categories[c]), fontsize=7)
-        axes[r, 0].set_ylabel(name, fontsize=8)
+        # long source names ("CFGDM g=1 implicit classifier") on two or three lines, not over the panel above
+        axes[r, 0].set_ylabel(textwrap.fill(name, 18, break_on_hyphens=False, break_long_words=False), fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -96,6 +101,16 @@ def figure_data(human, models: dict, resolution: int = 48, categories=None, max_
             break
     human_maps = per_source.pop(0) if human is not None else None
     return cats, exemplars, human_maps, dict(zip(models, per_source)), label
+
+
+def drawings_per_category(sources: dict, categories) -> dict[str, np.ndarray]:
+    """{name: [C, h, w]} the drawing of the first map of each category, for the sources (ImportanceMaps)
+    that store their images: what `importance_figure`'s `outlines` takes."""
+    out = {}
+    for name, m in sources.items():
+        if m.images is not None and all((m.categories == c).any() for c in categories):
+            out[name] = m.images[[int(np.flatnonzero(m.categories == c)[0]) for c in categories]]
+    return out
 
 
 def _resize_nearest(image: np.ndarray, size: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """A results directory, read back: every metrics file in it (any depth), the samples files they were
-computed from, importance maps files, and the demo's record of its stages.
+computed from, importance maps files, the ink reports of those maps (`drawgap importance ink`), and the
+demo's record of its stages.
 
 The report is built from this alone, so every number it shows comes from the files of that run.
 Systems are named for display from what the files record: `human`; a diffusion generator in capitals
@@ -21,6 +22,17 @@ from drawgap.metrics.evaluate import METRICS_FORMAT, read_metrics
 
 DEMO_RECORD = "demo.json"
 KNOWN_GENERATORS = {"ddpm": "DDPM", "cfgdm": "CFGDM", "fsdm": "FSDM"}
+DIFFUSION_MAP_NAMES = {"guided": "guided score", "implicit": "implicit classifier", "loss_grad": "loss gradient"}
+INK_SUFFIX = "_ink"  # the demo names an ink report after its maps file: cfgdm.guided.npz -> cfgdm.guided_ink.json
+
+
+@dataclass
+class InkSource:
+    """One ink report (`drawgap.importance_ink/1`): its display name, file and content."""
+
+    name: str
+    path: Path
+    report: dict
 
 
 @dataclass
@@ -36,6 +48,7 @@ class Results:
     samples_paths: dict[str, Path] = field(default_factory=dict)
     importance_paths: list[Path] = field(default_factory=list)
     demo: dict | None = None
+    ink: list[InkSource] = field(default_factory=list)
 
     @property
     def systems(self) -> list[dict]:
@@ -68,20 +81,61 @@ def system_label(metrics: dict) -> str:
     return str(system or generator or "system")
 
 
-def _is_metrics_file(path: Path) -> bool:
+def maps_source_label(meta: dict) -> str:
+    """Display name of a source of importance maps from its maps meta: `CFGDM g=1 guided score`,
+    `strokes-protonet saliency`, `human`; the recorded method where the meta names no model."""
+    method = str(meta.get("method") or "unknown")
+    generator = (meta.get("generator") or {}).get("name")
+    critic = (meta.get("critic") or {}).get("name") or (meta.get("critic") or {}).get("kind")
+    if method.startswith("human"):
+        return "human"
+    if method.startswith("diffusion-") and generator:
+        kind = method.removeprefix("diffusion-")
+        g = (meta.get("options") or {}).get("guidance")
+        who = KNOWN_GENERATORS.get(generator, generator) + ("" if g is None else f" g={float(g):g}")
+        return f"{who} {DIFFUSION_MAP_NAMES.get(kind, kind)}"
+    if method.startswith("critic-") and critic:
+        return f"{critic} {method.removeprefix('critic-').replace('_', ' ')}"
+    return method
+
+
+def _has_format(path: Path, fmt: str) -> bool:
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
-        return METRICS_FORMAT.encode() in head and json.loads(path.read_text()).get("format") == METRICS_FORMAT
+        return fmt.encode() in head and json.loads(path.read_text()).get("format") == fmt
     except (OSError, ValueError, AttributeError):
         return False
 
 
+def _is_metrics_file(path: Path) -> bool:
+    return _has_format(path, METRICS_FORMAT)
+
+
+def _json_files(root: Path, fmt: str) -> list[Path]:
+    """JSON files of format `fmt` under root, any depth, hidden and temporary files skipped."""
+    return [p for p in sorted(root.rglob("*.json"))
+            if not any(part.startswith(".") for part in p.relative_to(root).parts) and _has_format(p, fmt)]
+
+
 def find_metrics_files(root: Path) -> list[Path]:
     """Metrics files (format drawgap.metrics/1) under root, any depth, hidden and temporary files skipped."""
-    found = [p for p in sorted(root.rglob("*.json"))
-             if not any(part.startswith(".") for part in p.relative_to(root).parts) and _is_metrics_file(p)]
-    return found
+    return _json_files(root, METRICS_FORMAT)
+
+
+def load_ink_reports(root: Path) -> list[InkSource]:
+    """The ink reports under root, named for display (`maps_source_label`; the file's stem tells apart two
+    with the same name), in file order."""
+    from drawgap.importance.compare import INK_FORMAT
+
+    out: list[InkSource] = []
+    for path in _json_files(root, INK_FORMAT):
+        report = json.loads(path.read_text())
+        name = maps_source_label(report.get("maps_meta") or {"method": report.get("method")})
+        if any(s.name == name for s in out):
+            name = f"{name} ({path.stem.removesuffix(INK_SUFFIX)})"
+        out.append(InkSource(name, path, report))
+    return out
 
 
 def _sort_key(item: tuple[str, dict]) -> tuple:
@@ -147,4 +201,4 @@ def load_results(root: str | os.PathLike) -> Results:
     samples = {n: p for n in names if (p := resolve_samples_path(metrics[n], metrics_paths[n], root)) is not None}
     demo_path = root / DEMO_RECORD
     demo = json.loads(demo_path.read_text()) if demo_path.is_file() else None
-    return Results(root, metrics, metrics_paths, comparison, samples, _importance_files(root), demo)
+    return Results(root, metrics, metrics_paths, comparison, samples, _importance_files(root), demo, load_ink_reports(root))
