@@ -21,6 +21,23 @@ import time
 from pathlib import Path
 
 
+def _matching_samples(folder: Path, args, sampler: str) -> Path | None:
+    """A samples file already drawn with exactly these settings (ancestral sampling is the costly part)."""
+    from drawgap.data.formats import read_samples
+
+    files = sorted(folder.glob("*.npz"))
+    if len(files) != 1:
+        return None
+    s = read_samples(files[0])
+    p, run = s.meta.get("params") or {}, s.meta.get("run") or {}
+    same = (p.get("sampler") == sampler and p.get("seed") == args.seed and p.get("per_exemplar") == args.per_exemplar
+            and p.get("guidance") == args.guidance and s.n_classes == args.classes
+            and (sampler == "ancestral" or p.get("steps") == args.steps))
+    from drawgap.models.registry import resolve_run_dir
+
+    return files[0] if same and run.get("dir") == str(resolve_run_dir(args.run)) else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="run directory or shipped generator name")
@@ -30,7 +47,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--per-exemplar", type=int, default=10)
     ap.add_argument("--guidance", type=float, default=0.0)
-    ap.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
+    ap.add_argument("--sampler", default="dpm++", help="the fast sampler compared (dpm++, dpm++ode, ddim)")
+    ap.add_argument("--steps", type=int, default=20, help="its steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--work", default="runs/sampler_agreement")
@@ -41,20 +59,23 @@ def main() -> None:
 
     work = Path(args.work)
     results = {}
-    for name, sampler, steps in (("ancestral", "ancestral", None), ("dpm++", "dpm++", args.steps)):
+    for name, sampler, steps in (("ancestral", "ancestral", None), (args.sampler, args.sampler, args.steps)):
         started = time.perf_counter()
-        (path,) = sample_to_files(args.run, args.data, work / name, per_exemplar=args.per_exemplar,
+        kept = _matching_samples(work / name, args, sampler)
+        (path,) = [kept] if kept else sample_to_files(args.run, args.data, work / name, per_exemplar=args.per_exemplar,
                                   guidance=[args.guidance], sampler=sampler, steps=steps, seed=args.seed,
                                   classes=args.classes, progress=True)
         sample_s = time.perf_counter() - started
+        if kept:
+            print(f"{name}: reusing {kept} (same model, exemplars, sampler, guidance, seed and count)")
         metrics = evaluate(path, critics=args.critics, human=args.human, bootstrap=args.bootstrap, name=name)
         write_metrics(metrics, work / f"{name}.json")
         results[name] = metrics
         print(f"{name}: sampled {args.classes} classes x {args.per_exemplar} in {sample_s:.0f} s -> {work / name}")
 
-    ref, fast = results["ancestral"], results["dpm++"]
+    ref, fast = results["ancestral"], results[args.sampler]
     print(f"\nmodel {args.run}, guidance {args.guidance:g}, {args.classes} classes x {args.per_exemplar} drawings, seed {args.seed}")
-    print(f"{'metric':<18}{'ancestral x500 [95% CI]':>32}{'dpm++ x' + str(args.steps) + ' [95% CI]':>32}  inside")
+    print(f"{'metric':<18}{'ancestral x500 [95% CI]':>32}{args.sampler + ' x' + str(args.steps) + ' [95% CI]':>32}  inside")
     verdict = {}
     for key in ("recognizability", "diversity", "originality"):
         lo, hi = ref["ci95"][key]

@@ -84,15 +84,45 @@ def test_trajectories_are_the_generators_samples_and_batching_does_not_matter(ti
     from drawgap.importance.diffusion_maps import for_generator
 
     ex = _exemplars(3)
-    a = for_generator(tiny_cfgdm, sampler="ddim", steps=3, n_trajectories=2, batch_size=2).attribute(ex, seed=7, return_samples=True)
-    b = for_generator(tiny_cfgdm, sampler="ddim", steps=3, n_trajectories=2, batch_size=64).attribute(ex, seed=7)
+    opts = dict(sampler="ddim", steps=3, n_trajectories=2, precision="fp32")  # fp32: exactly the sampler's drawings
+    a = for_generator(tiny_cfgdm, batch_size=2, **opts).attribute(ex, seed=7, return_samples=True)
+    b = for_generator(tiny_cfgdm, batch_size=64, **opts).attribute(ex, seed=7)
     for k in ("guided", "implicit", "loss_grad"):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
         assert (a[k] >= 0).all()
     drawn = tiny_cfgdm.sample(ex, 2, seed=7, sampler="ddim", steps=3)[:, :, 0].numpy()
     np.testing.assert_allclose(a["samples"], drawn, atol=1e-5)
-    c = for_generator(tiny_cfgdm, sampler="ddim", steps=3, n_trajectories=2).attribute(ex, seed=8)
+    c = for_generator(tiny_cfgdm, **opts).attribute(ex, seed=8)
     assert not np.allclose(a["guided"], c["guided"])
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_same_seed_same_maps(tiny_cfgdm, precision):
+    from drawgap.importance.diffusion_maps import for_generator
+
+    ex = _exemplars(3)
+    make = lambda: for_generator(tiny_cfgdm, sampler="dpm++", steps=3, n_trajectories=2, precision=precision)
+    a, b = make().attribute(ex, seed=3), make().attribute(ex, seed=3)
+    for k in ("guided", "implicit", "loss_grad"):
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_auto_precision_follows_the_hardware(tiny_cfgdm, monkeypatch):
+    from drawgap.importance.diffusion_maps import for_generator, resolve_precision
+
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    di = for_generator(tiny_cfgdm, sampler="ddim", steps=2, n_trajectories=1, kinds=("implicit",))
+    assert di.options["precision"] == "auto"
+    fp32 = for_generator(tiny_cfgdm, sampler="ddim", steps=2, n_trajectories=1, kinds=("implicit",), precision="fp32")
+    np.testing.assert_array_equal(di.attribute(_exemplars(1))["implicit"], fp32.attribute(_exemplars(1))["implicit"])
+    assert di.options["precision"] == "fp32"  # what was used, for the maps' meta
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    di.attribute(_exemplars(1))
+    assert di.options["precision"] == "bf16"
 
 
 def test_ddpm_cannot_give_guided_maps(tiny_cfgdm):
@@ -134,10 +164,12 @@ def test_bf16_maps_rank_like_fp32(tiny_cfgdm):
 
     ex = _exemplars(2)
     opts = dict(sampler="ddim", steps=3, n_trajectories=2, kinds=("guided", "implicit"))
-    a = for_generator(tiny_cfgdm, **opts).attribute(ex)
+    a = for_generator(tiny_cfgdm, precision="fp32", **opts).attribute(ex)
     b = for_generator(tiny_cfgdm, precision="bf16", **opts).attribute(ex)
     for k in a:
         assert not np.array_equal(a[k], b[k])  # bf16 did run
         assert min(spearman(x, y) for x, y in zip(a[k], b[k])) > 0.9
     with pytest.raises(InputError, match="precision"):
         for_generator(tiny_cfgdm, precision="fp16")
+    with pytest.raises(InputError, match="batch size"):
+        for_generator(tiny_cfgdm, batch_size=0)

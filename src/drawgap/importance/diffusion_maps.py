@@ -13,19 +13,46 @@ in `t_range`, with m_t = sqrt(1 - alphabar_t):
   is the noise that separates the trajectory's x_t from the drawing x_0 it ends in. (a) and (b) live in the
   drawing's pixel space, (c) in the exemplar's; all are averaged over trajectories.
 
-Defaults and why:
+Defaults and why (timings: `benchmarks/bench_importance.py`, the demo's CFGDM = the lean 24-48-64 denoiser at
+48 px; the cost is the denoiser's: 2 passes (cond + uncond) per trajectory and sampler step, plus a forward
+and a backward pass per loss-gradient step). With them, one trajectory costs 0.18 CPU-seconds on one core of
+an AMD EPYC with AVX512-BF16, so 25 x 25 take about 110 CPU-seconds (fp32, 256 per call: 0.52, 320 s):
 - sampler "dpm++" (DPM-Solver++ 2M) with `steps` = 10: the fastest solver of `drawgap.models` that still
   gives drawings, so 25 exemplars x 25 trajectories fit the 5-minute CPU budget of the benchmark; the
-  ancestral T-step sampler of the paper is available (`sampler="ancestral"`) when time allows;
+  ancestral T-step sampler of the paper is available (`sampler="ancestral"`) when time allows. Measured on
+  the trained strokes CFGDM (5 exemplars x 25 trajectories, mean Spearman per map against 20-step maps,
+  implicit / loss_grad): 10 steps 0.956 / 0.967, 8 steps 0.930 / 0.960, 6 steps 0.893 / 0.937, where two
+  seeds at 10 steps agree to 0.871 / 0.924. 10 steps stay well above that seed-to-seed floor; fewer steps
+  save time linearly but drift towards it;
 - `t_range` = all timesteps: with few steps, every visited step is kept; [LM] keeps 100 of 1000 steps,
   weighted towards high noise, which the visited steps of a short "trailing" schedule already are;
-- `grad_steps` = 3: the loss gradient costs a forward and a backward pass per step, so it is taken at 3 of
-  the visited steps in `t_range` (evenly spread), rather than at all of them;
-- `precision` = "fp32"; "bf16" runs the denoiser under bfloat16 autocast (about 1.7x faster on CPUs with
-  AVX-512 BF16, about 3 significant digits in eps; maps and sampler updates still accumulate in float32);
+- `grad_steps` = 3: the loss gradient costs a forward and a backward pass per step (about 2 forwards), so it
+  is taken at 3 of the visited steps in `t_range` (evenly spread, high to low noise) rather than at all 10:
+  about a quarter of the total time instead of half of it;
+- `precision` = "auto": bfloat16 autocast where the hardware computes in bf16 natively (x86 CPUs with
+  AVX512-BF16 or AMX, CUDA GPUs that support it), else fp32. On such a CPU the denoiser runs about 2x
+  faster (its time is 75 % convolutions, which bf16 halves) and the maps rank like fp32 ones: Spearman
+  per map against fp32 maps of the same noise, min / mean over 5 strokes exemplars, guided 1.000 / 1.000,
+  implicit 0.988 / 0.991, loss_grad 0.997 / 0.998 (the benchmark's `--compare` re-measures it); maps and
+  the sampler's updates still accumulate in float32. Without native bf16 the autocast is emulated and
+  slower, hence "auto". The precision used is recorded in `options`;
+- `batch_size` = 64 trajectories per network call (128 images with the cond and uncond passes batched
+  together), whole exemplars per call: on CPU the per-image cost is flat from 32 to 128 images and grows
+  beyond (fp32: 12-14 ms per image at 64-128 images, 21 ms at 512, on one core), as activations
+  outgrow the caches;
+- the sampling passes run under `torch.inference_mode` (no autograd bookkeeping); only the loss-gradient
+  passes record a graph, and only for the exemplar (the weights' gradients are never computed);
 - `n_trajectories` = 25 and guidance g = 1 as in [LM] and the paper's CFGDM; `seed` = 0, and trajectory k
   of exemplar c starts from the noise of `drawgap.models.base.item_seeds(seed, C, n)[c, k]`, so the
-  trajectories are those of the generator's `sample(..., seed=seed)` with the same sampler.
+  trajectories are those of the generator's `sample(..., seed=seed)` with the same sampler (exactly so in
+  fp32; in bf16 they follow the same noise to bf16 precision). Same seed and options on the same machine
+  give the same maps.
+
+Caveat, measured on the trained strokes CFGDM: the guided map (a) is dominated by the trajectories' own
+noise, since at high noise eps_theta ~ the noise x_T itself and m_t weighs those steps most. With 25
+trajectories, maps of two seeds correlate at Spearman ~0.01, while maps of the same seed at 6, 8, 10 or 20
+steps, fp32 or bf16, agree to 1.000. Its ranking says little about the exemplar unless many more
+trajectories are averaged; (b) and (c) do not have this problem (seed-to-seed 0.87 and 0.92).
 """
 
 from __future__ import annotations
@@ -39,6 +66,7 @@ import torch
 from drawgap.errors import InputError
 
 KINDS = ("guided", "implicit", "loss_grad")
+PRECISIONS = ("auto", "fp32", "bf16")
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -56,8 +84,8 @@ class DiffusionImportance:
     t_range: tuple[int, int] | None = None
     grad_steps: int = 3
     kinds: tuple[str, ...] = KINDS
-    batch_size: int = 256
-    precision: str = "fp32"
+    batch_size: int = 64
+    precision: str = "auto"
     options: dict = field(init=False)
 
     def __post_init__(self):
@@ -66,8 +94,10 @@ class DiffusionImportance:
             raise InputError(f"expected kinds among {', '.join(KINDS)}, got {', '.join(map(str, self.kinds)) or 'none'}", field="kinds")
         if self.n_trajectories < 1:
             raise InputError(f"expected at least 1 trajectory, got {self.n_trajectories}", field="n_trajectories")
-        if self.precision not in ("fp32", "bf16"):
-            raise InputError(f"expected precision fp32 or bf16, got {self.precision!r}", field="precision")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"expected precision {', '.join(PRECISIONS)}, got {self.precision!r}", field="precision")
+        if self.batch_size < 1:
+            raise InputError(f"expected a batch size >= 1, got {self.batch_size}", field="batch_size")
         if self.grad_steps < 1:
             raise InputError(f"expected at least 1 gradient step, got {self.grad_steps}", field="grad_steps")
         T = int(self.schedule.config.num_train_timesteps)
@@ -75,6 +105,7 @@ class DiffusionImportance:
         if not 1 <= lo <= hi <= T:
             raise InputError(f"expected a timestep range within 1..{T}, got {lo}..{hi}", field="t_range")
         self.t_range = (int(lo), int(hi))
+        self._bf16 = self.precision == "bf16"  # "auto" is resolved by `attribute`, for the exemplars' device
         self.options = {"guidance": self.guidance, "sampler": self.sampler, "steps": self.steps,
                         "n_trajectories": self.n_trajectories, "t_range": list(self.t_range),
                         "grad_steps": self.grad_steps, "kinds": list(self.kinds), "precision": self.precision}
@@ -82,7 +113,8 @@ class DiffusionImportance:
     def attribute(self, exemplars: torch.Tensor, seed: int = 0, progress: bool = False,
                   return_samples: bool = False) -> dict[str, np.ndarray]:
         """{kind: float32 [C, H, W]} maps for exemplars [C, 1, H, W] in [0, 1]; with `return_samples`, also
-        "samples": the drawings [C, n, H, W] the trajectories end in (clamped to [0, 1], as `sample` returns)."""
+        "samples": the drawings [C, n, H, W] the trajectories end in (clamped to [0, 1], as `sample` returns).
+        `options["precision"]` then holds the precision used ("auto" resolved for the exemplars' device)."""
         from tqdm.auto import tqdm
 
         from drawgap.models.base import item_seeds
@@ -93,6 +125,8 @@ class DiffusionImportance:
         if not any(lo <= t <= hi for t in visited):
             raise InputError(f"no timestep of the {self.sampler} sampler ({', '.join(map(str, visited[:12]))}"
                              f"{', ...' if len(visited) > 12 else ''}) lies in {lo}..{hi}", field="t_range")
+        self._bf16 = resolve_precision(self.precision, exemplars.device) == "bf16"
+        self.options["precision"] = "bf16" if self._bf16 else "fp32"
         c = len(exemplars)
         seeds = item_seeds(int(seed), c, self.n_trajectories).reshape(-1)
         # Whole exemplars per chunk (at least one), so a chunk's trajectories share the batched passes.
@@ -130,7 +164,7 @@ class DiffusionImportance:
         guided = torch.zeros_like(cond)
         implicit = torch.zeros_like(cond)
         saved = []  # (t, x_t) where the loss gradient is taken, once x_0 is known
-        with torch.no_grad():
+        with torch.inference_mode():
             for t in scheduler.timesteps:
                 ti = int(t)
                 tb = torch.full((b,), ti, dtype=torch.long, device=device)
@@ -157,7 +191,9 @@ class DiffusionImportance:
     def _loss_grad(self, cond: torch.Tensor, x0: torch.Tensor, saved: list, abar: torch.Tensor) -> torch.Tensor:
         """sum over saved steps of |d L_t / d cond| per trajectory (each trajectory has its own copy of c)."""
         total = torch.zeros_like(cond)
+        x0 = x0.clone()  # out of inference mode: normal tensors from here on
         for ti, x_t in saved:
+            x_t = x_t.clone()
             a = float(abar[ti])
             target = (x_t - a ** 0.5 * x0) / (1 - a) ** 0.5
             for s in range(0, len(cond), self.batch_size):
@@ -176,8 +212,22 @@ class DiffusionImportance:
     def _net(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The denoiser, under bfloat16 autocast when precision is "bf16"; float32 out either way (the maps
         and the sampler's updates accumulate in float32)."""
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self._bf16):
             return self.denoise(x, t, cond).float()
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"fp32" or "bf16": "auto" is bf16 where the device computes in bf16 natively, else fp32."""
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        # torch.cpu's capability checks are private; absent ones count as "no" (fp32 is always correct)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return "bf16" if any(getattr(torch.cpu, name, lambda: False)() for name in checks) else "fp32"
+    return "fp32"
 
 
 def _spread(items: list[int], k: int) -> list[int]:

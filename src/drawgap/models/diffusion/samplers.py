@@ -1,8 +1,17 @@
-"""Samplers: the paper's ancestral sampler (the reference) and diffusers' fast ODE solvers on the same schedule.
+"""Samplers: the paper's ancestral sampler (the reference) and diffusers' fast solvers on the same schedule.
 
 - `ancestral`: all T = 500 steps of [DAA] (`PaperLinearScheduler`);
 - `ddim`: `DDIMScheduler` (eta = 0, deterministic);
-- `dpm++`: `DPMSolverMultistepScheduler` (DPM-Solver++, 2nd order multistep).
+- `dpm++`: `DPMSolverMultistepScheduler`, SDE-DPM-Solver++ (2nd order multistep, stochastic), the default
+  fast sampler;
+- `dpm++ode`: the same solver in its deterministic (ODE) form.
+
+Why the stochastic form is the default: measured on the shipped strokes CFGDM (20 test classes x 10
+drawings, g = 0, seed 0, `benchmarks/sampler_agreement.py`), 500-step ancestral sampling gave
+recognizability 50.7 % [42.4, 57.9], diversity 0.744 [0.702, 0.781], originality 0.941 [0.880, 1.009];
+SDE-DPM-Solver++ in 20 steps 47.8 %, 0.715, 0.912 (each inside), but the ODE form in 20 steps 37.4 %,
+0.801, 1.039 (each outside): with a denoiser as imperfect as a CPU-trained one, the deterministic
+solver's drawings are noisier than what the model's reverse process draws.
 
 The fast solvers get the paper's betas (`trained_betas`, `num_train_timesteps = T + 1`), so their
 alphas_cumprod are the paper's alphabar, and "trailing" timestep spacing, so they start where the
@@ -26,7 +35,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from drawgap.errors import InputError
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
-SAMPLERS = ("ancestral", "ddim", "dpm++")
+SAMPLERS = ("ancestral", "ddim", "dpm++", "dpm++ode")
 
 
 def make_scheduler(sampler: str, schedule: PaperLinearScheduler, steps: int | None = None):
@@ -50,7 +59,8 @@ def make_scheduler(sampler: str, schedule: PaperLinearScheduler, steps: int | No
     if sampler == "ddim":
         scheduler = DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, thresholding=False)
     else:
-        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2, thresholding=False)
+        algorithm = "sde-dpmsolver++" if sampler == "dpm++" else "dpmsolver++"
+        scheduler = DPMSolverMultistepScheduler(**common, algorithm_type=algorithm, solver_order=2, thresholding=False)
     with warnings.catch_warnings():  # diffusers' numpy-2 DeprecationWarning in DPM-Solver's set_timesteps
         warnings.simplefilter("ignore", DeprecationWarning)
         scheduler.set_timesteps(20 if steps is None else int(steps))
