@@ -9,6 +9,7 @@ import torch
 
 from drawgap.errors import InputError
 from drawgap.models import create_generator, load_generator
+from drawgap.models.diffusion.model import channels_last
 from drawgap.models.diffusion.paper_unet import PaperUNet, SinusoidalEmbedding
 from tests.conftest import make_dataset
 
@@ -170,6 +171,27 @@ def test_golden_sampling_loop(name, sampler, exemplars):
     options = {"guidance": 1.0} if name == "cfgdm" else {}
     x = g.sample(exemplars, 2, seed=0, sampler=sampler, steps=None if sampler == "ancestral" else 4, **options)
     assert float(x.sum()) == pytest.approx(GOLDEN[(name, sampler)], rel=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_sampling_runs_channels_last_with_the_same_noise_and_restores_the_weights(preset, exemplars):
+    g = tiny("cfgdm", preset=preset).eval()
+    x, t, c = torch.randn(3, 1, 8, 8), torch.tensor([2, 5, 9]), torch.rand(3, 1, 8, 8).round()
+    eps_nchw = 2.0 * g.predict_noise(x, t, c) - g.predict_noise(x, t, torch.zeros_like(c))
+    with torch.no_grad(), channels_last(g.denoiser):
+        conv_weights = [p for p in g.denoiser.parameters() if p.dim() == 4]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+        torch.testing.assert_close(g.guided_noise(x, t, c, 1.0), eps_nchw, atol=1e-5, rtol=1e-4)
+
+    seen = []
+    g.denoiser.register_forward_pre_hook(
+        lambda m, args: seen.append((args[0].is_contiguous(memory_format=torch.channels_last), args[0].is_contiguous()))
+    )
+    before = {k: v.clone() for k, v in g.state_dict().items()}
+    g.sample(exemplars, 1, seed=0, sampler="dpm++", steps=2)
+    assert seen == [(True, False)] * 2  # NHWC network input at every step
+    assert all(p.is_contiguous() for p in g.parameters())  # NCHW again after sampling: safetensors can save it
+    assert all(torch.equal(g.state_dict()[k], v) for k, v in before.items())
 
 
 # ------------------------------------------------------------------------------------------- persistence

@@ -9,10 +9,13 @@ an equivalent sign convention, SPEC.md 2.2); `ddpm` never drops it and so cannot
 Sampling: `sample(exemplars, n, seed=, guidance=, sampler=, steps=, batch_size=)`; guidance g follows the
 paper, eps = (1 + g) eps_cond - g eps_null (diffusers' guidance_scale = g + 1, see `guidance.py`). The
 sampler output is continuous and unclipped during the loop, as in [DAA]; the returned drawings are clamped
-to [0, 1] (the critics binarise them anyway).
+to [0, 1] (the critics binarise them anyway). Sampling runs the network in channels-last layout
+(`channels_last`: about 1.2x faster on a CPU, the same drawings up to float rounding); training stays NCHW.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -24,6 +27,26 @@ from drawgap.models.diffusion.denoisers import build_denoiser
 from drawgap.models.diffusion.guidance import guided_noise
 from drawgap.models.diffusion.samplers import sample_in_batches
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
+
+
+@contextmanager
+def channels_last(network: torch.nn.Module):
+    """Inside the block, the network's convolution weights are laid out channels-last (NHWC); after it,
+    contiguous again (safetensors saves contiguous tensors only, and training stays NCHW).
+
+    Why: oneDNN's CPU convolutions work on NHWC directly. With NCHW tensors every convolution reorders its
+    input, output and weights to a blocked layout and pads the channels to blocks of 16 (the lean
+    denoiser's 24 become 32). Same values up to float rounding (~1e-6). Measured at 48 px, one thread, CPU
+    ms per network call, NCHW -> NHWC input -> NHWC input and weights (a loaded machine, best of 25 / 4):
+    lean denoiser 29.9 -> 25.6 -> 24.3 at batch 2 (one guided drawing), 820 -> 797 -> 708 at batch 64;
+    paper denoiser 102 -> 105 -> 105 at batch 2 (within the noise), 4205 -> 3699 -> 3690 at batch 64.
+    The sampling path (`guided_noise`) feeds NHWC input; `sample` also converts the weights here.
+    """
+    network.to(memory_format=torch.channels_last)
+    try:
+        yield network
+    finally:
+        network.to(memory_format=torch.contiguous_format)
 
 
 class PairSet(torch.utils.data.Dataset):
@@ -87,8 +110,13 @@ class ExemplarDiffusion(Generator):
         return self.denoiser(torch.cat([x_t, exemplars], dim=1), t)
 
     def guided_noise(self, x_t: torch.Tensor, t: torch.Tensor, exemplars: torch.Tensor, guidance: float) -> torch.Tensor:
-        """(1 + g) eps(x_t, c) - g eps(x_t, null), the two passes as one batch."""
-        return guided_noise(self.predict_noise, x_t, t, exemplars, guidance)
+        """(1 + g) eps(x_t, c) - g eps(x_t, null), the two passes as one batch (the sampling path)."""
+        return guided_noise(self._sampling_noise, x_t, t, exemplars, guidance)
+
+    def _sampling_noise(self, x_t: torch.Tensor, t: torch.Tensor, exemplars: torch.Tensor) -> torch.Tensor:
+        """predict_noise with the network input laid out channels-last (see `channels_last`)."""
+        x = torch.cat([x_t, exemplars], dim=1).contiguous(memory_format=torch.channels_last)
+        return self.denoiser(x, t)
 
     # -------------------------------------------------------------------------------------- training
 
@@ -156,10 +184,11 @@ class ExemplarDiffusion(Generator):
         was_training = self.training
         self.eval()
         try:
-            x = sample_in_batches(
-                noise_for, item_seeds(seed, C, n).reshape(-1), sampler, self.schedule, steps, size, batch_size,
-                device=self.device, progress=progress,
-            )
+            with channels_last(self.denoiser):
+                x = sample_in_batches(
+                    noise_for, item_seeds(seed, C, n).reshape(-1), sampler, self.schedule, steps, size, batch_size,
+                    device=self.device, progress=progress,
+                )
         finally:
             self.train(was_training)
         return x.view(C, n, 1, size, size)
