@@ -10,6 +10,13 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Keep one thread in every test, whatever the code under test set (trainers take a --threads option)."""
+    yield
+    torch.set_num_threads(1)
+
+
 class CliResult:
     def __init__(self, code: int, out: str, err: str):
         self.code, self.out, self.err = code, out, err

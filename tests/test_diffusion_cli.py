@@ -4,22 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from drawgap.data.formats import read_samples, write_dataset, write_samples
 from drawgap.models import create_generator
 from tests.conftest import make_dataset
 
 LEAN = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_head_dim": 4}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and spinning thread pools crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

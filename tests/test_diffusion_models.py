@@ -18,15 +18,6 @@ PAPER = {"n_feat": 12, "attn_heads": 1, "attn_dim_head": 8}
 FSDM = {"context_dim": 16, "encoder_widths": [4, 8], "set_size": 3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and spinning thread pools crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(name, preset="default", **config):
     config = {**(FSDM if name == "fsdm" else {}), "num_train_timesteps": 10, **config}
     return create_generator(name, seed=0, image_size=8, preset=preset, denoiser=LEAN if preset == "default" else PAPER, **config)

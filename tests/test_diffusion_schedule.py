@@ -12,15 +12,6 @@ from drawgap.models.diffusion.samplers import make_scheduler, sample_loop, drawi
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and spinning thread pools crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_schedule_has_T_plus_1_entries_and_alphabar_includes_beta0():
     s = PaperLinearScheduler()  # T = 500, beta 1e-4 .. 0.02
     assert len(s.betas) == 501

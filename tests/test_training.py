@@ -26,15 +26,6 @@ LEAN = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_head_dim
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and spinning thread pools crawl on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(name="cfgdm"):
     return create_generator(name, seed=0, image_size=8, denoiser=LEAN, num_train_timesteps=10)
 
