@@ -176,3 +176,52 @@ def test_init_from_refuses_another_kind(cli, bars, tmp_path):
             "--threads", "1", "--batch-size", "8", "--init-from", proto)
     assert r.code == 2 and "init_from" in r.err and "simclr" in r.err
     assert not (tmp_path / "s" / "model.safetensors").exists()
+
+
+def test_fine_tuned_critics_keep_the_recipe_of_the_weights_they_started_from(cli, bars, tmp_path):
+    from drawgap.critics.registry import read_critic_config, training_notes
+
+    def train(out, *extra, steps="2"):
+        return cli("critics", "train", "simclr", "--data", bars, "--out", out, "--image-size", "16", "--steps", steps,
+                   "--threads", "1", "--batch-size", "8", "--checkpoint-every", "1", *extra)
+
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    assert train(first, "--seed", "3").code == 0
+    assert train(second, "--init-from", first, "--lr", "1e-4").code == 0
+    first_cfg = read_critic_config(first)
+    # the third run starts, stops after one step, and resumes after its starting point is gone: the record
+    # of where it started was taken at the start and travels in the checkpoint
+    assert train(third, "--init-from", second, steps="1").code == 0
+    (third / "model.safetensors").unlink()
+    (third / "config.json").unlink()
+    second_cfg = read_critic_config(second)
+    for f in second.iterdir():
+        f.unlink()
+    assert train(third, "--init-from", second, "--resume", steps="2").code == 0
+
+    cfg = read_critic_config(third)
+    parent = cfg["provenance"]["config"]["parent"]
+    assert parent["weights_sha256"] == second_cfg["weights_sha256"] and parent["steps_done"] == 2
+    assert parent["command"] == second_cfg["provenance"]["config"]["command"]
+    grandparent = parent["parent"]
+    assert grandparent["weights_sha256"] == first_cfg["weights_sha256"] and grandparent["seed"] == 3
+    assert "parent" not in grandparent
+
+    notes = training_notes("strokes-simclr", cfg)
+    assert "In 3 runs" in notes
+    # oldest first: the first run's command, then the second's, then the one that made these weights
+    order = [notes.index(c) for c in (first_cfg["provenance"]["config"]["command"],
+                                      second_cfg["provenance"]["config"]["command"],
+                                      cfg["provenance"]["config"]["command"])]
+    assert order == sorted(order)
+    assert f"weights sha256 `{first_cfg['weights_sha256']}`" in notes
+
+
+def test_a_critic_trained_from_scratch_has_no_lineage(cli, bars, tmp_path):
+    from drawgap.critics.registry import read_critic_config, training_notes
+
+    assert cli("critics", "train", "simclr", "--data", bars, "--out", tmp_path / "o", "--image-size", "16",
+               "--steps", "1", "--threads", "1", "--batch-size", "8").code == 0
+    cfg = read_critic_config(tmp_path / "o")
+    assert cfg["provenance"]["config"].get("parent") is None
+    assert "runs, each starting" not in training_notes("strokes-simclr", cfg)

@@ -102,11 +102,8 @@ def read_critic_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def load_critic(name_or_path: str | os.PathLike, device: str | None = None) -> Critic:
-    """A critic by shipped name (`omniglot-simclr`, ...) or from a directory written by `save_critic`.
-
-    The weights' sha256 is checked against the config; the critic comes back in eval mode.
-    """
+def critic_dir(name_or_path: str | os.PathLike) -> Path:
+    """The directory of a shipped critic's name, or the given directory; a clear error for anything else."""
     key = os.fspath(name_or_path)
     if key in SHIPPED:
         directory = shipped_dir(key)
@@ -116,13 +113,43 @@ def load_critic(name_or_path: str | os.PathLike, device: str | None = None) -> C
                 f"train it with `drawgap critics train` and copy the output directory there",
                 field="critic",
             )
-    elif Path(key).is_dir():
-        directory = Path(key)
-    else:
-        raise InputError(
-            f"expected a critic name ({', '.join(SHIPPED)}) or a directory holding {WEIGHTS_FILE} and {CONFIG_FILE}, got {key!r}",
-            field="critic",
-        )
+        return directory
+    if Path(key).is_dir():
+        return Path(key)
+    raise InputError(
+        f"expected a critic name ({', '.join(SHIPPED)}) or a directory holding {WEIGHTS_FILE} and {CONFIG_FILE}, got {key!r}",
+        field="critic",
+    )
+
+
+def lineage_record(name_or_path: str | os.PathLike) -> dict:
+    """What made a critic's weights, for a run that starts from them (`--init-from`): its command, steps,
+    seed, data, validation and weights hash, and in turn the record of the weights it started from. A
+    fine-tuned critic keeps its whole recipe this way even after its starting point is overwritten."""
+    config = read_critic_config(critic_dir(name_or_path))
+    prov = config.get("provenance") or {}
+    run = prov.get("config") or {}
+    record = {
+        "source": os.fspath(name_or_path),
+        "weights_sha256": config.get("weights_sha256"),
+        "data_sha256": config.get("data_sha256"),
+        "command": run.get("command"),
+        "steps_done": run.get("steps_done"),
+        "seed": prov.get("seed"),
+        "created": prov.get("created"),
+        "validation": (run.get("validation") or {}).get("metrics"),
+        "parent": run.get("parent"),
+    }
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def load_critic(name_or_path: str | os.PathLike, device: str | None = None) -> Critic:
+    """A critic by shipped name (`omniglot-simclr`, ...) or from a directory written by `save_critic`.
+
+    The weights' sha256 is checked against the config; the critic comes back in eval mode.
+    """
+    key = os.fspath(name_or_path)
+    directory = critic_dir(key)
     config = read_critic_config(directory)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
@@ -191,6 +218,15 @@ def training_notes(name: str, config: dict, data_command: str | None = None) -> 
         "",
         "## How it was trained",
         "",
+    ]
+    ancestors = _ancestors(run.get("parent"))
+    if ancestors:
+        lines += [f"In {len(ancestors) + 1} runs, each starting from the weights the run before it made "
+                  "(`--init-from`); the earlier runs, oldest first:", ""]
+        for k, parent in enumerate(ancestors, 1):
+            lines += _run_notes(k, parent)
+        lines += [f"{len(ancestors) + 1}. The run that made these weights:", ""]
+    lines += [
         "```",
         run.get("command") or "(unknown)",
         "```",
@@ -209,3 +245,23 @@ def training_notes(name: str, config: dict, data_command: str | None = None) -> 
         lines += [f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in (val.get("metrics") or {}).items()]
         lines += ["", f"Check again with `drawgap critics check {name} --data {val.get('path')}`."]
     return "\n".join(lines) + "\n"
+
+
+def _ancestors(parent: dict | None) -> list[dict]:
+    """The lineage records of the runs before this one, oldest first."""
+    chain = []
+    while parent:
+        chain.append(parent)
+        parent = parent.get("parent")
+    return chain[::-1]
+
+
+def _run_notes(k: int, record: dict) -> list[str]:
+    val = record.get("validation") or {}
+    facts = [f"{record['steps_done']} steps" if record.get("steps_done") is not None else None,
+             f"seed {record['seed']}" if record.get("seed") is not None else None,
+             "weights sha256 `{}`".format(record["weights_sha256"]) if record.get("weights_sha256") else None,
+             "data sha256 `{}`".format(record["data_sha256"]) if record.get("data_sha256") else None]
+    facts += [f"{key} {round(value, 2) if isinstance(value, float) else value}" for key, value in val.items()]
+    lines = [f"{k}. " + "; ".join(f for f in facts if f) + (f" ({record['note']})" if record.get("note") else ""), ""]
+    return lines + ["   ```", "   " + (record.get("command") or "(command not recorded)"), "   ```", ""]

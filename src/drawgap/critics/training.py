@@ -35,7 +35,7 @@ from tqdm import tqdm
 from drawgap.critics.augment import STRENGTHS, SimCLRAugment
 from drawgap.critics.base import Critic
 from drawgap.critics.protonet import squared_distances
-from drawgap.critics.registry import build_critic, file_sha256, save_critic
+from drawgap.critics.registry import build_critic, file_sha256, lineage_record, save_critic
 from drawgap.critics.simclr import nt_xent
 from drawgap.critics.validation import acceptance_metrics
 from drawgap.data.episodes import ExemplarEpisodes
@@ -209,6 +209,7 @@ class CriticTrainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "data_sha256": self.data_hash_,
             "val_metrics": self.val_metrics_,
+            "parent": self.parent_,
         }
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
@@ -257,8 +258,14 @@ class CriticTrainer:
 
         critic = build_critic({"kind": c.kind, "arch": c.arch, "image_size": c.image_size, "threshold": c.threshold})
         c.image_size = critic.image_size
+        # The record of the starting weights is taken when the run starts and kept in its checkpoints, so a
+        # resumed run still names them after `init_from` has been overwritten (checkpoints of older
+        # versions lack it: then it is read again now).
+        self.parent_ = (ckpt or {}).get("parent")
         if ckpt is None and c.init_from:
             self._load_initial_weights(critic, c.init_from)
+        if c.init_from and self.parent_ is None:
+            self.parent_ = lineage_record(c.init_from)
         self.critic_ = critic.to(self.device)
         if c.bf16:
             critic.to(memory_format=torch.channels_last)
@@ -394,6 +401,7 @@ class CriticTrainer:
             validation={"path": str(self.val), "sha256": file_sha256(self.val), "metrics": self.val_metrics_} if self.val else None,
             steps_done=step,
             resumed_at=start or None,
+            parent=self.parent_,
         )
         self._log({"event": "done", "step": step, "val": self.val_metrics_})
 
