@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from drawgap.errors import InputError
-from drawgap.models.base import Generator, item_seeds
+from drawgap.models.base import Generator
 from drawgap.models.diffusion.denoisers import build_denoiser
-from drawgap.models.diffusion.samplers import sample_in_batches
+from drawgap.models.diffusion.model import sample_per_exemplar
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
 
@@ -156,21 +156,15 @@ class FSDM(Generator):
         if n < 1:
             raise InputError(f"expected n >= 1 drawings per exemplar, got {n}", field="n")
         cond = self.check_exemplars(exemplars)
-        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
-        C, size = len(cond), self.image_size
         was_training = self.training
-        self.eval()
+        self.eval()  # the context in inference mode, as the denoiser samples in
         try:
             ctx = self.context(cond.unsqueeze(1)).repeat_interleave(n, dim=0)
-
-            def noise_for(chunk: slice):
-                c = ctx[chunk]
-                return lambda x_t, t: self.predict_noise(x_t, t, c)
-
-            x = sample_in_batches(
-                noise_for, item_seeds(seed, C, n).reshape(-1), sampler, self.schedule, steps, size, batch_size,
-                device=self.device, progress=progress,
-            )
         finally:
             self.train(was_training)
-        return x.view(C, n, 1, size, size)
+
+        def noise_for(chunk: slice):
+            c = ctx[chunk]
+            return lambda x_t, t: self.predict_noise(x_t.contiguous(memory_format=torch.channels_last), t, c)
+
+        return sample_per_exemplar(self, noise_for, len(cond), n, seed, sampler, steps, batch_size, progress)

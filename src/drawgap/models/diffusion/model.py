@@ -16,6 +16,7 @@ to [0, 1] (the critics binarise them anyway). Sampling runs the network in chann
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,6 +48,38 @@ def channels_last(network: torch.nn.Module):
         yield network
     finally:
         network.to(memory_format=torch.contiguous_format)
+
+
+def sample_per_exemplar(
+    model: Generator,
+    noise_for: Callable[[slice], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    n_classes: int,
+    n: int,
+    seed: int | None,
+    sampler: str,
+    steps: int | None,
+    batch_size: int,
+    progress: bool,
+) -> torch.Tensor:
+    """[C, n, 1, S, S] drawings of a diffusion generator, drawing (c, k) from the seed of (seed, c, k).
+
+    noise_for(chunk) gives the noise prediction for the drawings `chunk` of the flattened [C * n] list; it
+    should feed its network channels-last input. The model samples in eval mode with its `denoiser`
+    channels-last (see `channels_last`), and goes back to its mode and layout afterwards.
+    """
+    seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+    size = model.image_size
+    was_training = model.training
+    model.eval()
+    try:
+        with channels_last(model.denoiser):
+            x = sample_in_batches(
+                noise_for, item_seeds(seed, n_classes, n).reshape(-1), sampler, model.schedule, steps, size, batch_size,
+                device=model.device, progress=progress,
+            )
+    finally:
+        model.train(was_training)
+    return x.view(n_classes, n, 1, size, size)
 
 
 class PairSet(torch.utils.data.Dataset):
@@ -173,25 +206,13 @@ class ExemplarDiffusion(Generator):
             raise InputError(f"expected n >= 1 drawings per exemplar, got {n}", field="n")
         cond = self.check_exemplars(exemplars)
         g = self._check_guidance(self.default_guidance if guidance is None else guidance)
-        seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
-        C, size = len(cond), self.image_size
         cond_per_item = cond.repeat_interleave(n, dim=0)
 
         def noise_for(chunk: slice):
             c = cond_per_item[chunk]
             return lambda x_t, t: self.guided_noise(x_t, t, c, g)
 
-        was_training = self.training
-        self.eval()
-        try:
-            with channels_last(self.denoiser):
-                x = sample_in_batches(
-                    noise_for, item_seeds(seed, C, n).reshape(-1), sampler, self.schedule, steps, size, batch_size,
-                    device=self.device, progress=progress,
-                )
-        finally:
-            self.train(was_training)
-        return x.view(C, n, 1, size, size)
+        return sample_per_exemplar(self, noise_for, len(cond), n, seed, sampler, steps, batch_size, progress)
 
 
 class DDPM(ExemplarDiffusion):
