@@ -9,7 +9,7 @@ import torch
 
 from drawgap.critics import load_critic
 from drawgap.critics.training import TrainConfig, train_critic
-from drawgap.data.formats import Dataset, write_dataset
+from drawgap.data.formats import Dataset, read_dataset, write_dataset
 
 
 def pattern_dataset(n_classes=6, per_class=5, size=16, seed=0):
@@ -123,6 +123,22 @@ def test_resume_refuses_other_training_data(bars, tmp_path):
 
     with pytest.raises(InputError, match="sha256"):
         train_critic(config, other, tmp_path / "o", resume=True, progress=False)
+
+
+def test_resume_accepts_a_rebuilt_copy_of_the_same_data(bars, tmp_path):
+    # the same drawings written again: another file hash (the meta records when and how it was built), the
+    # same content hash, so the run resumes; the config records both hashes
+    config = TrainConfig(kind="simclr", image_size=16, steps=1, batch_size=8, threads=1, val_every=0)
+    train_critic(config, bars, tmp_path / "o", progress=False)
+    ds = read_dataset(bars)
+    ds.meta["built"] = "again"
+    rebuilt = write_dataset(ds, tmp_path / "rebuilt.npz")
+    assert hashlib.sha256(rebuilt.read_bytes()).digest() != hashlib.sha256(bars.read_bytes()).digest()
+    config.steps = 2
+    critic = train_critic(config, rebuilt, tmp_path / "o", resume=True, progress=False)
+    data = json.loads((tmp_path / "o" / "config.json").read_text())["provenance"]["config"]["data"]
+    assert data["sha256"] == critic.data_hash == hashlib.sha256(rebuilt.read_bytes()).hexdigest()
+    assert data["content_sha256"] == read_dataset(bars).content_sha256()
 
 
 def test_cli_ctrl_c_leaves_a_checkpoint_and_exits_130(cli, bars, tmp_path, monkeypatch):

@@ -40,6 +40,38 @@ def test_samples_round_trip_and_human_rows(tmp_path, tiny_dataset):
     assert back.meta["format"] == "drawgap.samples/1"
 
 
+def test_content_hash_follows_the_drawings_not_the_file(tmp_path, tiny_dataset):
+    a = write_dataset(tiny_dataset, tmp_path / "a.npz")
+    tiny_dataset.meta["note"] = "written again"
+    b = write_dataset(tiny_dataset, tmp_path / "b.npz")
+    assert a.read_bytes() != b.read_bytes()
+    assert read_dataset(a).content_sha256() == read_dataset(b).content_sha256() == tiny_dataset.content_sha256()
+    # one pixel, one label, one class name, one exemplar: each changes it
+    base = tiny_dataset.content_sha256()
+    for name, edit in [("images", lambda d: d.images.__setitem__((0, 0, 0), 255 - d.images[0, 0, 0])),
+                       ("labels", lambda d: d.labels.__setitem__(0, d.labels[3])),
+                       ("classes", lambda d: d.classes.__setitem__(0, "renamed")),
+                       ("exemplars", lambda d: d.exemplars.__setitem__(0, 1))]:
+        d = read_dataset(a)
+        edit(d)
+        assert d.content_sha256() != base, name
+
+
+def test_content_hash_by_its_definition():
+    import hashlib
+
+    from drawgap.data.formats import content_sha256
+
+    x = np.array([[1, 2]], dtype=np.uint8)
+    names = np.array(["a", "bc"])
+    want = hashlib.sha256(b"x:|u1:(1, 2);" + bytes([1, 2]) + b"names:str:(2,);a\nbc").hexdigest()
+    assert content_sha256(x=x, names=names) == want
+    # the byte order and the width of the strings do not count; the order of the arrays does
+    assert content_sha256(v=np.arange(3, dtype=">i4")) == content_sha256(v=np.arange(3, dtype="<i4"))
+    assert content_sha256(x=x, names=names.astype("<U8")) == want
+    assert content_sha256(names=names, x=x) != want
+
+
 def test_float_samples_allowed(tmp_path):
     s = Samples(np.zeros((2, 3, 6, 6), np.float32), np.ones((2, 6, 6), np.float32), np.array(["a", "b"]), {})
     back = read_samples(write_samples(s, tmp_path / "f.npz"))
@@ -126,6 +158,7 @@ def test_cli_validate_exit_codes(tmp_path, tiny_dataset, cli):
     good = write_dataset(tiny_dataset, tmp_path / "d.npz")
     r = cli("data", "validate", good)
     assert r.code == 0 and "ok dataset" in r.out
+    assert f"content sha256 {tiny_dataset.content_sha256()}" in r.out
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     r = cli("data", "validate", tmp_path / "junk.npz")
     assert r.code == 2

@@ -59,17 +59,17 @@ def _write_splits(splits: dict, out: Path, as_samples: bool) -> None:
 def data_validate(
     files: list[Path] = typer.Argument(..., help="Dataset or samples files to check."),
 ) -> None:
-    """Check dataset or samples files against the formats of DESIGN.md."""
+    """Check dataset or samples files against the formats of DESIGN.md; print each one's content hash."""
     from drawgap.data.formats import read_dataset, read_samples, _load_npz
 
     for f in files:
         keys = _load_npz(f)
         if "samples" in keys:
             s = read_samples(f)
-            typer.echo(f"ok samples {f}  ({_samples_summary(s)})")
+            typer.echo(f"ok samples {f}  ({_samples_summary(s)}; content sha256 {s.content_sha256()})")
         else:
             ds = read_dataset(f)
-            typer.echo(f"ok dataset {f}  ({_dataset_summary(ds)})")
+            typer.echo(f"ok dataset {f}  ({_dataset_summary(ds)}; content sha256 {ds.content_sha256()})")
 
 
 # ------------------------------------------------------------------------------------------ data strokes

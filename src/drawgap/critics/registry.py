@@ -133,6 +133,7 @@ def lineage_record(name_or_path: str | os.PathLike) -> dict:
         "source": os.fspath(name_or_path),
         "weights_sha256": config.get("weights_sha256"),
         "data_sha256": config.get("data_sha256"),
+        "data_content_sha256": (run.get("data") or {}).get("content_sha256"),
         "command": run.get("command"),
         "steps_done": run.get("steps_done"),
         "seed": prov.get("seed"),
@@ -235,6 +236,11 @@ def training_notes(name: str, config: dict, data_command: str | None = None) -> 
         f"- seed: {prov.get('seed')}",
         f"- training data: `{data.get('path')}` ({data.get('n_classes')} classes, {data.get('n_drawings')} drawings), "
         f"sha256 `{config.get('data_sha256')}`" + (f", built by `{data_command}`" if data_command else ""),
+    ]
+    if data.get("content_sha256"):
+        lines += [f"- training data content sha256 `{data['content_sha256']}` (the same for every build of the same data: "
+                  "`drawgap data validate FILE` prints it)"]
+    lines += [
         f"- weights sha256: `{config.get('weights_sha256')}`",
         f"- created {prov.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items()),
         "",
@@ -261,7 +267,8 @@ def _run_notes(k: int, record: dict) -> list[str]:
     facts = [f"{record['steps_done']} steps" if record.get("steps_done") is not None else None,
              f"seed {record['seed']}" if record.get("seed") is not None else None,
              "weights sha256 `{}`".format(record["weights_sha256"]) if record.get("weights_sha256") else None,
-             "data sha256 `{}`".format(record["data_sha256"]) if record.get("data_sha256") else None]
+             "data sha256 `{}`".format(record["data_sha256"]) if record.get("data_sha256") else None,
+             "data content sha256 `{}`".format(record["data_content_sha256"]) if record.get("data_content_sha256") else None]
     facts += [f"{key} {round(value, 2) if isinstance(value, float) else value}" for key, value in val.items()]
     lines = [f"{k}. " + "; ".join(f for f in facts if f) + (f" ({record['note']})" if record.get("note") else ""), ""]
     return lines + ["   ```", "   " + (record.get("command") or "(command not recorded)"), "   ```", ""]

@@ -208,6 +208,7 @@ class CriticTrainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "data_sha256": self.data_hash_,
+            "data_content_sha256": self.data_content_hash_,
             "val_metrics": self.val_metrics_,
             "parent": self.parent_,
         }
@@ -247,7 +248,10 @@ class CriticTrainer:
 
         self.dataset_ = read_dataset(self.data)
         self.data_hash_ = file_sha256(self.data)
-        if ckpt is not None and ckpt["data_sha256"] != self.data_hash_:
+        self.data_content_hash_ = self.dataset_.content_sha256()
+        # A rebuilt copy of the same data passes (same content, another file hash: its meta records when it
+        # was built); checkpoints of older versions hold only the file hash.
+        if ckpt is not None and self.data_hash_ != ckpt["data_sha256"] and self.data_content_hash_ != ckpt.get("data_content_sha256"):
             raise InputError(f"expected the training data the checkpoint was made with (sha256 {ckpt['data_sha256']}), "
                              f"got sha256 {self.data_hash_}", path=self.data)
         self.val_dataset_ = read_dataset(self.val) if self.val else None
@@ -396,7 +400,8 @@ class CriticTrainer:
             training=dataclasses.asdict(c),
             command=c.command_line(self.data, self.out, self.val),
             argv=sys.argv,
-            data={"path": str(self.data), "sha256": self.data_hash_, "n_drawings": len(self.dataset_.images),
+            data={"path": str(self.data), "sha256": self.data_hash_, "content_sha256": self.data_content_hash_,
+                  "n_drawings": len(self.dataset_.images),
                   "n_classes": self.dataset_.n_classes, "meta": {k: self.dataset_.meta.get(k) for k in ("name", "split", "source", "image_size")}},
             validation={"path": str(self.val), "sha256": file_sha256(self.val), "metrics": self.val_metrics_} if self.val else None,
             steps_done=step,

@@ -8,6 +8,7 @@ was expected; every writer validates first and writes atomically (temporary file
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -44,6 +45,11 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return int(len(self.classes))
+
+    def content_sha256(self) -> str:
+        """sha256 of the drawings, labels, class names and exemplars, not of the file: the same for every
+        build of the same data (the file's own hash changes with the time recorded in its meta)."""
+        return content_sha256(images=self.images, labels=self.labels, classes=self.classes, exemplars=self.exemplars)
 
     def exemplar_images(self) -> np.ndarray:
         """[C, H, W] the exemplar drawing of each class."""
@@ -100,9 +106,29 @@ class Samples:
     def per_class(self) -> int:
         return int(self.samples.shape[1])
 
+    def content_sha256(self) -> str:
+        """sha256 of the drawings, exemplars and class names (see `Dataset.content_sha256`)."""
+        return content_sha256(samples=self.samples, exemplars=self.exemplars, classes=self.classes)
+
     def as_float(self) -> tuple[np.ndarray, np.ndarray]:
         """(samples, exemplars) as float32 in [0, 1], ink high."""
         return to_unit_float(self.samples), to_unit_float(self.exemplars)
+
+
+def content_sha256(**arrays: np.ndarray) -> str:
+    """sha256 over named arrays, in the order given: each name, dtype, shape and C-order bytes; string
+    arrays as their UTF-8 text, one item per line, so the width numpy gives them does not count."""
+    digest = hashlib.sha256()
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        if array.dtype.kind in "US":
+            data, dtype = "\n".join(map(str, array.ravel())).encode(), "str"
+        else:  # little-endian bytes whatever the machine
+            little = array.dtype.newbyteorder("<")
+            data, dtype = np.ascontiguousarray(array, dtype=little).tobytes(), little.str
+        digest.update(f"{name}:{dtype}:{array.shape};".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def to_unit_float(x: np.ndarray) -> np.ndarray:
