@@ -55,7 +55,11 @@ def test_cli_trains_and_writes_a_critic(cli, bars, tmp_path, kind):
     run = cfg["provenance"]["config"]
     assert run["command"].startswith(f"drawgap critics train {kind} --data {bars}") and "--steps 3" in run["command"]
     assert run["training"]["steps"] == 3 and run["steps_done"] == 3
-    assert any("accuracy" in k for k in run["validation"]["metrics"])
+    metrics = run["validation"]["metrics"]
+    assert any("accuracy" in k for k in metrics)
+    # the final validation is printed, since it runs after the progress bar closes
+    shown = f"{metrics['nn_accuracy_l2']:.2f} % (L2)" if kind == "simclr" else f"3-way 1-shot accuracy {metrics['3way_1shot_accuracy']:.2f} %"
+    assert f"validation on {bars}: " in r.out and shown in r.out
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "start" and log[-1]["event"] == "done"
     critic = load_critic(out)

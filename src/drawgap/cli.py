@@ -440,8 +440,15 @@ def critics_train(
         strength=strength, ways=ways, queries=queries, lr_step=lr_step, lr_gamma=lr_gamma, val_every=val_every,
         val_ways=val_ways, val_episodes=val_episodes, checkpoint_every=checkpoint_every, init_from=init_from,
     )
+    from drawgap.critics.registry import read_critic_config
+    from drawgap.critics.validation import summary
+
     critic = train_critic(config, data, out, val=val, resume=resume)
     typer.echo(f"wrote critic {out}  ({critic.kind}, {critic.arch}, {critic.image_size}px, weights sha256 {critic.weights_hash[:12]})")
+    if val is not None:
+        # the last validation runs after the progress bar has closed: say its numbers here
+        metrics = read_critic_config(out)["provenance"]["config"]["validation"]["metrics"]
+        typer.echo(f"validation on {val}: {summary(metrics)}")
 
 
 @critics_app.command("list")

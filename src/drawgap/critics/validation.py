@@ -59,3 +59,12 @@ def acceptance_metrics(critic, ds, ways: int = 20, episodes: int = 1000, seed: i
     ways = min(ways, ds.n_classes)
     acc = one_shot_accuracy(critic.embed(ds.images), ds.labels, ds.exemplars, ways=ways, episodes=episodes, seed=seed)
     return {f"{ways}way_1shot_accuracy": 100 * acc, "episodes": episodes, "seed": seed, "n_classes": ds.n_classes}
+
+
+def summary(metrics: dict) -> str:
+    """One line of `acceptance_metrics`' numbers, e.g. "1-NN class retrieval 90.37 % (cosine), 91.37 % (L2)"."""
+    if "nn_accuracy_l2" in metrics:
+        return (f"1-NN class retrieval {metrics['nn_accuracy_cosine']:.2f} % (cosine), "
+                f"{metrics['nn_accuracy_l2']:.2f} % (L2) among {metrics['n_drawings']} drawings")
+    key = next(k for k in metrics if k.endswith("way_1shot_accuracy"))
+    return f"{key.split('way')[0]}-way 1-shot accuracy {metrics[key]:.2f} % over {metrics['episodes']} episodes"
