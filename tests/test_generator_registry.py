@@ -48,7 +48,9 @@ def test_install_then_load_and_sample_by_name(weights_dir, trained_run, tmp_path
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({"recognizability": 71.25, "diversity": 0.5,
                                    "ci95": {"recognizability": [70.0, 72.5], "diversity": [0.4, 0.6]},
-                                   "samples_meta": {"params": {"guidance": 2.0, "sampler": "dpm++", "steps": 20}}}))
+                                   "samples_meta": {"params": {"guidance": 2.0, "sampler": "dpm++", "steps": 20}},
+                                   "critics": {"simclr": {"name": "strokes-simclr", "weights_hash": "cd" * 32},
+                                               "protonet": {"name": "strokes-protonet", "weights_hash": "ef" * 32}}}))
     dest = registry.install_generator(trained_run, "strokes-cfgdm", metrics=[metrics])
     assert dest == weights_dir / "strokes-cfgdm"
     assert {p.name for p in dest.iterdir()} == {"generator.json", "weights.safetensors", "train.json", "TRAINING.md"}
@@ -56,6 +58,7 @@ def test_install_then_load_and_sample_by_name(weights_dir, trained_run, tmp_path
     assert "drawgap train cfgdm --data train.npz --out run --steps 7 --seed 3" in notes
     assert "1.5 min" in notes and "seed: 3" in notes and "ab" * 32 in notes
     assert "71.2 [70.0, 72.5]" in notes or "71.3 [70.0, 72.5]" in notes
+    assert "strokes-simclr `cdcdcdcd`, strokes-protonet `efefefef`" in notes  # which critics measured it
 
     original, shipped = load_generator(trained_run), load_generator("strokes-cfgdm")
     for a, b in zip(original.state_dict().values(), shipped.state_dict().values()):

@@ -130,6 +130,12 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
     return dest
 
 
+def _critics_used(metrics: dict) -> str:
+    """The critics a metrics file was measured with, by name and weights hash: the numbers change with them."""
+    used = [f"{c.get('name')} `{(c.get('weights_hash') or '')[:8]}`" for c in (metrics.get("critics") or {}).values()]
+    return ", ".join(used) or "-"
+
+
 def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
                     evaluated: list[tuple[Path, dict]] = (), notes: str = "") -> str:
     """TRAINING.md of a shipped generator: what it is, how it was trained, how well it draws."""
@@ -158,7 +164,8 @@ def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
         lines += ["", notes.strip()]
     if evaluated:
         lines += ["", "## How well it draws", "", "Measured with `drawgap evaluate` (95 % bootstrap intervals over classes):", "",
-                  "| samples | guidance | sampler | recognizability % | diversity |", "|---|---|---|---|---|"]
+                  "| samples | guidance | sampler | recognizability % | diversity | critics (weights sha256) |",
+                  "|---|---|---|---|---|---|"]
         for path, m in evaluated:
             params = (m.get("samples_meta") or {}).get("params") or {}
             ci = m.get("ci95") or {}
@@ -166,7 +173,8 @@ def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
             lines.append(f"| `{path.name}` | {params.get('guidance')} | {params.get('sampler')} x{params.get('steps')} | "
                          f"{fmt(m.get('recognizability'), '.1f')} [{fmt(rec[0], '.1f')}, {fmt(rec[1], '.1f')}] | "
-                         f"{fmt(m.get('diversity'), '.3f')} [{fmt(div[0], '.3f')}, {fmt(div[1], '.3f')}] |")
+                         f"{fmt(m.get('diversity'), '.3f')} [{fmt(div[0], '.3f')}, {fmt(div[1], '.3f')}] | "
+                         f"{_critics_used(m)} |")
         cmd = ((evaluated[0][1].get("provenance") or {}).get("command"))
         if cmd:
             lines += ["", "e.g. `" + cmd + "`"]
