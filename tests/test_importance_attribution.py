@@ -251,6 +251,17 @@ def test_episode_queries_dataset_and_samples(tiny_dataset):
     assert list(ids[:3]) == ["0:0", "0:1", "1:0"] and list(targets[:3]) == [0, 0, 1]
 
 
+def test_episode_queries_of_the_first_classes_are_those_of_all(tiny_dataset):
+    full = episode_queries(tiny_dataset, per_class=2, seed=5)
+    first = episode_queries(tiny_dataset, per_class=2, seed=5, classes=2)
+    assert list(first[1]) == [0, 0, 1, 1] and list(first[3]) == list(full[3][:4])  # same picks, same order
+    np.testing.assert_array_equal(first[2], full[2])  # the support keeps all 4 exemplars
+    _, targets, support, ids, _ = episode_queries(tiny_dataset.to_samples(), per_class=1, classes=3)
+    assert list(ids) == ["0:0", "1:0", "2:0"] and len(support) == 4
+    with pytest.raises(InputError, match="classes"):
+        episode_queries(tiny_dataset, classes=-1)
+
+
 def test_critic_importance_and_cli(tmp_path, cli, tiny_dataset, trained_and_initial):
     from drawgap.critics import save_critic
     from drawgap.data.formats import write_dataset
@@ -268,5 +279,11 @@ def test_critic_importance_and_cli(tmp_path, cli, tiny_dataset, trained_and_init
     assert r.code == 0, r
     back = read_maps(tmp_path / "m.npz")
     assert back.method == "critic-occlusion" and back.meta["options"]["window"] == 4 and len(back) == 4
+    r = cli("importance", "maps", "critic", tmp_path / "critic", "--data", data, "--out", tmp_path / "m2.npz",
+            "--method", "occlusion", "--option", "window=4", "--option", "stride=2", "--classes", "2")
+    assert r.code == 0, r
+    two = read_maps(tmp_path / "m2.npz")
+    assert list(two.image_ids) == list(back.image_ids[:2]) and two.meta["options"]["classes"] == 2
+    np.testing.assert_allclose(two.maps, back.maps[:2], atol=1e-6)  # the same maps, fewer of them
     r = cli("importance", "maps", "critic", tmp_path / "critic", "--data", data, "--out", tmp_path / "x.npz", "--method", "lime")
     assert r.code == 2 and "method" in r.err and not (tmp_path / "x.npz").exists()

@@ -527,6 +527,7 @@ def importance_maps_critic(
     out: Path = typer.Option(..., "--out", help="Maps file to write (.npz)."),
     method: str = typer.Option("saliency", "--method", help="saliency | integrated_gradients | smoothgrad | occlusion | rise | sobol."),
     per_class: int = typer.Option(1, "--per-class", help="Drawings explained per class."),
+    classes: int = typer.Option(0, "--classes", help="Only the drawings of the first N classes (0: all); the episode keeps every exemplar."),
     option: list[str] = typer.Option([], "--option", help="Method option KEY=VALUE (repeatable), e.g. n_steps=64."),
     seed: int = typer.Option(0, "--seed", help="Seed of the drawings' choice and of random methods."),
 ) -> None:
@@ -536,7 +537,8 @@ def importance_maps_critic(
     from drawgap.importance.maps_file import write_maps
 
     options = parse_options(option, method)
-    m = critic_importance(load_critic(critic), read_drawings_file(data), method, per_class=per_class, seed=seed, **options)
+    m = critic_importance(load_critic(critic), read_drawings_file(data), method, per_class=per_class, seed=seed,
+                          classes=classes, **options)
     _echo_written("maps", write_maps(m, out), _maps_summary(m))
 
 

@@ -143,22 +143,26 @@ def critic_maps(critic: nn.Module, drawings, support_images, targets, method: st
     return torch.cat(out)[:, 0].cpu().numpy().astype(np.float32) if out else np.zeros((0, *x.shape[-2:]), np.float32)
 
 
-def episode_queries(source, per_class: int = 1, seed: int = 0):
+def episode_queries(source, per_class: int = 1, seed: int = 0, classes: int = 0):
     """The drawings to explain in a dataset or samples file, with their episode.
 
     Returns (drawings float [N, H, W], targets [N], support float [C, H, W], image ids [N], categories [N]).
     Dataset: `per_class` drawings of each class chosen at random (seeded), never its exemplar (a drawing
     scored against itself has a zero gradient); support = the exemplars. Samples: the first `per_class`
-    samples of each row; support = the row's exemplars.
+    samples of each row; support = the row's exemplars. `classes` > 0 explains only the drawings of the
+    first ones, picked as without it; the support keeps every exemplar, so the decision is the same.
     """
     from drawgap.data.formats import Dataset, to_unit_float
 
     if per_class < 1:
         raise InputError(f"expected per_class >= 1, got {per_class}", field="per_class")
+    if classes < 0:
+        raise InputError(f"expected a number of classes >= 0 (0: all), got {classes}", field="classes")
+    n = min(classes or source.n_classes, source.n_classes)
     rng = np.random.default_rng(seed)
     if isinstance(source, Dataset):
         picks = []
-        for c in range(source.n_classes):
+        for c in range(n):
             pool = np.setdiff1d(np.flatnonzero(source.labels == c), source.exemplars[c:c + 1])
             if len(pool) < per_class:
                 raise InputError(f"class {source.classes[c]!r} has {len(pool)} drawing(s) besides its exemplar, "
@@ -170,23 +174,22 @@ def episode_queries(source, per_class: int = 1, seed: int = 0):
     samples, exemplars = source.as_float()
     if per_class > source.per_class:
         raise InputError(f"expected per_class <= {source.per_class} samples per row, got {per_class}", field="per_class")
-    c = source.n_classes
-    rows = np.repeat(np.arange(c), per_class)
-    cols = np.tile(np.arange(per_class), c)
+    rows = np.repeat(np.arange(n), per_class)
+    cols = np.tile(np.arange(per_class), n)
     ids = np.array([f"{r}:{k}" for r, k in zip(rows, cols)])
     return samples[rows, cols], rows, exemplars, ids, source.classes[rows]
 
 
 def critic_importance(critic, source, method: str = "saliency", *, per_class: int = 1, seed: int = 0,
-                      batch_size: int = 64, **options) -> "ImportanceMaps":
+                      classes: int = 0, batch_size: int = 64, **options) -> "ImportanceMaps":
     """Attribution maps of `critic` for drawings of a dataset or samples file (see `episode_queries`)."""
     from drawgap.importance.maps_file import ImportanceMaps, make_meta
 
-    drawings, targets, support, ids, cats = episode_queries(source, per_class, seed)
+    drawings, targets, support, ids, cats = episode_queries(source, per_class, seed, classes)
     maps = critic_maps(critic, drawings, support, targets, method, seed=seed, batch_size=batch_size, **options)
     prepared = critic.prepare(drawings)[:, 0].numpy() if hasattr(critic, "prepare") else drawings
     used = {**DEFAULT_OPTIONS[method], **options}
-    meta = make_meta(f"critic-{method}", {**used, "per_class": per_class, "episode_way": int(len(support))}, seed,
+    meta = make_meta(f"critic-{method}", {**used, "per_class": per_class, "classes": classes, "episode_way": int(len(support))}, seed,
                      critic={"name": getattr(critic, "name", None), "kind": getattr(critic, "kind", None),
                              "weights_hash": getattr(critic, "weights_hash", None)},
                      source=getattr(source, "meta", {}).get("name"))

@@ -14,7 +14,8 @@ alone with the CLI command recorded for it in OUT/demo.json (and shown in the re
 5. importance  OUT/importance/<source>.npz (importance maps) and <source>_ink.json (how each map places its
                mass on the ink, and how localized it is): the CFGDM's guided-score, implicit-classifier and
                loss-gradient maps of the first `importance_classes` test exemplars, and the Saliency maps of
-               both shipped critics for one test drawing per class (`--importance-classes 0` skips it);
+               both shipped critics for one test drawing of each of those classes (`--importance-classes 0`
+               skips it);
 6. report      OUT/report.html and OUT/figures/*.png, *.pdf.
 
 Shipped generators are looked up by name, `<data>-<generator>` (e.g. `strokes-cfgdm`), as run directories
@@ -327,8 +328,8 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
     """Stage 5: importance maps of the CFGDM and of both critics, and an ink report of each maps file.
 
     Diffusion maps: the first `importance_classes` test exemplars, along `IMPORTANCE_TRAJECTORIES` sampling
-    trajectories each. Critic maps: one test drawing per class (not its exemplar), target its class in the
-    episode of all test exemplars (what `drawgap importance maps critic` does with a dataset file). Ink
+    trajectories each. Critic maps: one test drawing (not the exemplar) of each of those classes, target its
+    class in the episode of all test exemplars (what `drawgap importance maps critic` does with a dataset file). Ink
     reports: on the strokes dataset, with the mass on each stroke (the generator knows its strokes).
     Each call below is made with the options its recorded CLI command passes, so the command rewrites the
     same maps (see the settings at the top of this module for why they were chosen).
@@ -370,11 +371,12 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
             console.print("[yellow]no cfgdm among the generators: no diffusion importance maps[/]")
         for name, critic in (("protonet", protonet), ("simclr", simclr)):
             bar.update(task, description=f"importance: {name} maps")
-            m = critic_importance(critic, test, CRITIC_METHOD, per_class=1, seed=cfg.seed)
+            m = critic_importance(critic, test, CRITIC_METHOD, per_class=1, seed=cfg.seed, classes=cfg.importance_classes)
             maps_paths.append(write_maps(m, out_dir / f"{name}.npz"))
             shipped = getattr(critic, "name", None) or f"{cfg.data}-{name}"
             record.commands.append(f"drawgap importance maps critic {_q(shipped)} --data {_q(test_data)} "
-                                   f"--out {_q(out_dir / (name + '.npz'))} --method {CRITIC_METHOD} --per-class 1 --seed {cfg.seed}")
+                                   f"--out {_q(out_dir / (name + '.npz'))} --method {CRITIC_METHOD} --per-class 1 "
+                                   f"--classes {cfg.importance_classes} --seed {cfg.seed}")
             bar.advance(task)
 
         bar.update(task, description="importance: ink reports")
