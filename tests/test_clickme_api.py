@@ -289,3 +289,27 @@ def test_every_response_carries_the_content_security_policy(client):
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
         assert r.headers["x-content-type-options"] == "nosniff"
     assert client.get("/api/participants/a/b").headers["cache-control"] == "no-store"
+
+
+# ------------------------------------------------------------------------------------------ consent
+
+
+def test_the_consent_shown_is_served_and_every_version_is_kept_with_the_data(stimuli, partner, db_url, tmp_path):
+    from dataclasses import replace
+
+    with TestClient(create_app(stimuli, db_url, config=CONFIG, partner=partner)) as c:
+        first = c.get("/api/consent").json()
+    assert first["title"] == "Consent to take part" and len(first["paragraphs"]) == 3
+    # The same database, a revised consent text (as a review board may ask mid-study), served again.
+    revised = replace(CONFIG, consent_title="Study 7 consent", consent_paragraphs=("Revised text.", "Agree?"))
+    app2 = create_app(stimuli, db_url, config=revised, partner=partner)
+    with TestClient(app2) as c:
+        second = c.get("/api/consent").json()
+        assert second["paragraphs"] == ["Revised text.", "Agree?"] and second["sha256"] != first["sha256"]
+        start(c)
+    create_app(stimuli, db_url, config=revised, partner=partner)  # a restart with the same text adds nothing
+    export_clicks(app2.state.engine, tmp_path / "clicks.npz")
+    _, meta = read_clicks(tmp_path / "clicks.npz")
+    versions = meta["consent_versions"]
+    assert [v["sha256"] for v in versions] == [first["sha256"], second["sha256"]]
+    assert versions[1]["title"] == "Study 7 consent" and versions[0]["first_served"] <= versions[1]["first_served"]

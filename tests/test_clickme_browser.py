@@ -1,8 +1,9 @@
 """ClickMe in a real browser: Debian's Chromium driven by Playwright against a real server process.
 
-A participant consents, reads the instructions, plays the practice drawing and three drawings by dragging
-the mouse over them (one reload in the middle, one skip), sees the partner's answers, and gets the
-completion code; every point the page painted is then found in the database.
+A participant reads the study's own consent text (markup in it shown as text), consents, reads the
+instructions, plays the practice drawing and three drawings by dragging the mouse over them (one reload in
+the middle, one skip), sees the partner's answers, and gets the completion code; every point the page
+painted is then found in the database.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
     assert (PAGE_DIR / "index.html").is_file(), "page not built: run `make clickme-web`"
     stimuli = make_test_stimuli(tmp_path)
     db = tmp_path / "clickme.sqlite3"
+    consent = tmp_path / "consent.txt"  # the study's own text; markup in it must show as text, not run
+    consent.write_text("# Lab 7 drawing study\n\nYou will paint over drawings.\n\n<img src=x onerror=alert(1)> is text.\n")
     server = ServerProcess(stimuli, str(db), tmp_path / "server.log", "--trials", "3", "--time-limit", "3",
-                           "--points-per-query", "5").start()
+                           "--points-per-query", "5", "--consent", str(consent)).start()
     sent: dict[str, dict] = {}  # trial id -> the body the page posted
     problems: list[str] = []
     try:
@@ -73,6 +76,9 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
                 }).observe(document, {subtree: true, childList: true, characterData: true});
             """)
             page.goto(f"{server.url}/?PROLIFIC_PID=prolific-p1&STUDY_ID=study-1")
+            expect(page.get_by_role("heading", name="Lab 7 drawing study")).to_be_visible()
+            expect(page.get_by_text("<img src=x onerror=alert(1)> is text.")).to_be_visible()
+            assert page.locator("#experiment img").count() == 0
             page.get_by_role("button", name="I agree").click()
             for _ in range(3):
                 page.get_by_role("button", name="Next").click()

@@ -178,6 +178,9 @@ def test_cli_stimuli_status_and_export(cli, tmp_path, prepared):
     assert r.code == 2 and "no such database file" in r.err
     r = cli("clickme", "stimuli", dataset, "--out", tmp_path / "x", "--per-category", "2", "--critic", tmp_path / "nope")
     assert r.code == 2 and "critic" in r.err
+    (tmp_path / "empty.txt").write_text("# A title and nothing else\n")
+    r = cli("clickme", "serve", tmp_path / "st", "--db", db, "--consent", tmp_path / "empty.txt")
+    assert r.code == 2 and "empty.txt" in r.err and "consent" in r.err and "paragraph" in r.err
     # A database collected with another brush is not reused with different settings.
     with pytest.raises(InputError, match="brush_px=14"):
         ClickMeStore(make_engine(db), load_stimuli(tmp_path / "st"), GameConfig(brush_px=20)).sync_stimuli()
@@ -196,3 +199,28 @@ def test_page_has_no_inline_script_and_builds_no_html_from_data():
         assert "innerHTML" not in text and "insertAdjacentHTML" not in text and "eval(" not in text, js.name
     lock = json.loads((WEB / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/jspsych"]["version"].startswith("8.")
+
+
+def test_consent_text_file_and_its_checks(tmp_path):
+    from drawgap.clickme.config import read_consent
+
+    path = tmp_path / "consent.txt"
+    path.write_text("# Étude 7: consent\n\nFirst paragraph,\nwrapped.\n\n\n<b>Second</b> one.\n", encoding="utf-8")
+    text = read_consent(path)
+    assert text == {"consent_title": "Étude 7: consent", "consent_paragraphs": ("First paragraph, wrapped.", "<b>Second</b> one.")}
+    config = GameConfig(**text)
+    assert config.consent()["paragraphs"] == ["First paragraph, wrapped.", "<b>Second</b> one."]
+    assert GameConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # survives the settings table
+    assert GameConfig().consent()["sha256"] != config.consent()["sha256"]
+    path.write_text("no title, one paragraph")
+    assert read_consent(path) == {"consent_title": "Consent to take part", "consent_paragraphs": ("no title, one paragraph",)}
+    for bad, says in (("# Title only\n\n", "paragraph"), ("x" * 20_001, "20,000")):
+        path.write_text(bad)
+        with pytest.raises(InputError, match=says) as err:
+            read_consent(path)
+        assert "consent.txt" in str(err.value)
+    path.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(InputError, match="UTF-8"):
+        read_consent(path)
+    with pytest.raises(InputError, match="consent"):
+        GameConfig(consent_paragraphs=())

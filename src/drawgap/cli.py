@@ -347,6 +347,7 @@ def clickme_serve(
     trials: int = typer.Option(20, "--trials", help="Drawings per participant."),
     practice: int = typer.Option(1, "--practice", help="Practice trials per participant (0: none)."),
     completion_code: Optional[str] = typer.Option(None, "--completion-code", help="Study-wide completion code (default: one per participant)."),
+    consent: Optional[Path] = typer.Option(None, "--consent", help="Consent page text (UTF-8, plain text): an optional '# Title' line, then paragraphs separated by blank lines."),
     admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="DRAWGAP_CLICKME_ADMIN_TOKEN",
                                               help="Token for /api/admin/*; without one those routes are disabled."),
     seed: int = typer.Option(0, "--seed", help="Seed of the participants' sequences."),
@@ -355,10 +356,11 @@ def clickme_serve(
 ) -> None:
     """Run the game's server: the experiment page, the partner and the database."""
     from drawgap.clickme.app import serve
-    from drawgap.clickme.config import GameConfig
+    from drawgap.clickme.config import GameConfig, read_consent
 
     config = GameConfig(time_limit_s=time_limit, brush_px=brush, points_per_query=points_per_query,
-                        trials_per_participant=trials, practice_trials=practice, completion_code=completion_code, seed=seed)
+                        trials_per_participant=trials, practice_trials=practice, completion_code=completion_code, seed=seed,
+                        **(read_consent(consent) if consent is not None else {}))
     typer.echo(f"serving ClickMe on http://{host}:{port}/?PROLIFIC_PID=...&STUDY_ID=...  (admin routes "
                f"{'enabled' if admin_token else 'disabled'})", err=True)
     serve(stimuli, db, config=config, admin_token=admin_token, host=host, port=port, workers=workers,

@@ -4,6 +4,7 @@ Routes
     GET  /                                   the experiment page (jsPsych; built from web/ into web/dist/)
     GET  /static/...                         the page's scripts and styles
     GET  /stimuli/<id>.png                   a stimulus
+    GET  /api/consent                        the consent page's text (plain text: title, paragraphs, sha256)
     GET  /api/participants/<study>/<pid>     where a participant stands (404 if unknown): resume on reload
     POST /api/participants                   start a participant after consent (idempotent)
     POST /api/partner                        the partner's guess from the points painted so far (rate-limited)
@@ -134,6 +135,12 @@ def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = No
         return {"ok": True}
 
     # -------------------------------------------------------------------------------------- participants
+
+    consent = config.consent()
+
+    @app.get("/api/consent")
+    def get_consent():
+        return consent
 
     @app.get("/api/participants/{study_id}/{participant_id}")
     def get_participant(study_id: str, participant_id: str):

@@ -6,8 +6,12 @@ The defaults are the original ClickMe-QuickDraw game's: a 256 px canvas, a 14 px
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from drawgap.errors import InputError
 
@@ -20,6 +24,20 @@ def check_id(value: str, field: str) -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise InputError(f"expected 1-64 characters of A-Z a-z 0-9 _ . -, got {value!r}", field=field)
     return value
+
+
+# The consent page shown when no --consent file is given; a study replaces it with the text its ethics board
+# approved. Plain text only: the page writes it as text, never as HTML.
+DEFAULT_CONSENT_TITLE = "Consent to take part"
+DEFAULT_CONSENT = (
+    "This study is about how people recognize drawings. You will see drawings, one at a time, and paint over "
+    "the parts that matter to help an AI partner recognize them. It takes about ten minutes.",
+    "We record where and when you paint, your partner's answers and your score, with the anonymous participant "
+    "and study identifiers of the link you followed. No other personal information is collected. You may stop "
+    "at any time by closing this page.",
+    "You must be 18 or older to take part. Do you agree to take part?",
+)
+MAX_CONSENT_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -43,8 +61,13 @@ class GameConfig:
     partner_rate_per_s: float = 20.0
     partner_burst: int = 20
     partner_max_batch: int = 64
+    # The consent page: a title and paragraphs of plain text (`read_consent` reads them from a file).
+    consent_title: str = DEFAULT_CONSENT_TITLE
+    consent_paragraphs: tuple[str, ...] = DEFAULT_CONSENT
 
     def __post_init__(self):
+        # from JSON (the settings table, the workers' environment) the paragraphs come back as a list
+        object.__setattr__(self, "consent_paragraphs", tuple(self.consent_paragraphs))
         checks = {
             "canvas_size": 16 <= self.canvas_size <= 2048,
             "brush_px": 1 <= self.brush_px <= self.canvas_size,
@@ -65,6 +88,12 @@ class GameConfig:
                 raise InputError(f"value {getattr(self, name)!r} is out of range", field=name)
         if self.completion_code is not None:
             check_id(self.completion_code, "completion_code")
+        texts = [self.consent_title, *self.consent_paragraphs]
+        if not self.consent_paragraphs or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise InputError("expected a title and at least one paragraph, none of them empty", field="consent")
+        if sum(map(len, texts)) > MAX_CONSENT_CHARS:
+            raise InputError(f"expected at most {MAX_CONSENT_CHARS:,} characters, got {sum(map(len, texts)):,}",
+                             field="consent")
 
     @property
     def time_limit_ms(self) -> int:
@@ -76,6 +105,12 @@ class GameConfig:
                 "max_points_per_trial")
         return {k: getattr(self, k) for k in keys}
 
+    def consent(self) -> dict:
+        """The consent page, with the sha256 that names this version of it."""
+        text = {"title": self.consent_title, "paragraphs": list(self.consent_paragraphs)}
+        digest = hashlib.sha256(json.dumps(text, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        return {**text, "sha256": digest}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -83,3 +118,27 @@ class GameConfig:
     def from_dict(cls, d: dict) -> "GameConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def read_consent(path: str | os.PathLike) -> dict:
+    """{"consent_title", "consent_paragraphs"} from a UTF-8 text file: an optional first line "# Title", then
+    paragraphs separated by blank lines (a paragraph's line breaks become spaces). Plain text, not HTML."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"expected UTF-8 text ({exc.reason} at byte {exc.start})", path=path, field="consent") from None
+    lines = text.strip().splitlines()
+    title = DEFAULT_CONSENT_TITLE
+    if lines and lines[0].startswith("# "):
+        title, lines = lines[0][2:].strip(), lines[1:]
+    paragraphs = [" ".join(block.split()) for block in re.split(r"\n\s*\n", "\n".join(lines))]
+    paragraphs = [p for p in paragraphs if p]
+    if not paragraphs:
+        raise InputError("expected at least one paragraph of text after the title", path=path, field="consent")
+    total = len(title) + sum(map(len, paragraphs))
+    if total > MAX_CONSENT_CHARS:
+        raise InputError(f"expected at most {MAX_CONSENT_CHARS:,} characters, got {total:,}", path=path, field="consent")
+    return {"consent_title": title, "consent_paragraphs": tuple(paragraphs)}

@@ -22,7 +22,8 @@ Lookup tables:
     categories str [Nc]
 meta: JSON {"format": "drawgap.clicks/1", "canvas_size", "brush_px", "time_limit_s", "n_points",
             "n_trials", "include_practice", "database" (URL without password), "game" (server settings
-            when known), "provenance"}
+            when known), "consent_versions" (every consent text shown, oldest first, each with its sha256
+            and the time a server first showed it), "provenance"}
 
 A map for image i: the points with `image == i`; each point revealed a `brush_px` square around (x, y).
 """
@@ -119,6 +120,13 @@ def stored_game(engine: Engine) -> dict:
     return dict(value or {})
 
 
+def stored_consents(engine: Engine) -> list[dict]:
+    """Every consent text shown with this database, oldest first: title, paragraphs, sha256, first_served."""
+    with engine.connect() as conn:
+        value = conn.scalar(select(SettingRow.value).where(SettingRow.key == "consent_versions"))
+    return list((value or {}).get("versions", []))
+
+
 def export_clicks(engine: Engine, out: str | os.PathLike, *, include_practice: bool = False) -> dict:
     """Write the clicks file; return its meta."""
     arrays = collect_clicks(engine, include_practice)
@@ -133,6 +141,7 @@ def export_clicks(engine: Engine, out: str | os.PathLike, *, include_practice: b
         "include_practice": include_practice,
         "database": engine.url.render_as_string(hide_password=True),
         "game": game,
+        "consent_versions": stored_consents(engine),
         "provenance": provenance({"include_practice": include_practice}, None),
     }
     savez_atomic(out, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)

@@ -99,6 +99,14 @@ class ClickMeStore:
                     raise InputError(f"the database was collected with {was}: use the same settings or a new database",
                                      field="db")
                 stored.value = game
+            # Every consent text a server of this database has shown, oldest first, with when it first did:
+            # the consent a participant agreed to is the newest one before their `consented_at`.
+            consent = {**self.config.consent(), "first_served": utcnow().isoformat()}
+            versions = s.get(SettingRow, "consent_versions")
+            if versions is None:
+                s.add(SettingRow(key="consent_versions", value={"versions": [consent]}))
+            elif consent["sha256"] not in [v["sha256"] for v in versions.value["versions"]]:
+                versions.value = {"versions": [*versions.value["versions"], consent]}
             existing = {r.id: r for r in s.scalars(select(StimulusRow))}
             for st in [*self.stimuli.stimuli, *self.stimuli.practice]:
                 row = existing.get(st.id)

@@ -82,6 +82,10 @@ var ClickMeApi = (function () {
         throw err;
       }
     },
+    /** The consent page's text: {title, paragraphs, sha256}, plain text. */
+    getConsent() {
+      return request("GET", "/api/consent", undefined, { retry: true });
+    },
     createParticipant(ids) {
       return request("POST", "/api/participants", { ...ids, consent: true }, { retry: true });
     },

@@ -48,18 +48,16 @@
   }
 
   // ------------------------------------------------------------------------------------------ pages
-  // Static texts only: no data is ever written as HTML.
+  // Static texts only: no data is ever written as HTML (the consent text is escaped).
 
-  const CONSENT_HTML = `
-    <div class="clickme-text">
-      <h2>Consent to take part</h2>
-      <p>This study is about how people recognize drawings. You will see drawings, one at a time, and paint
-      over the parts that matter to help an AI partner recognize them. It takes about ten minutes.</p>
-      <p>We record where and when you paint, your partner's answers and your score, with the anonymous
-      participant and study identifiers of the link you followed. No other personal information is collected.
-      You may stop at any time by closing this page.</p>
-      <p>You must be 18 or older to take part. Do you agree to take part?</p>
-    </div>`;
+  // The consent text is the server's (`drawgap clickme serve --consent FILE`): plain text, escaped here.
+  const escapeHtml = (text) =>
+    String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+  function consentHtml(consent) {
+    const paragraphs = consent.paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`).join("");
+    return `<div class="clickme-text"><h2>${escapeHtml(consent.title)}</h2>${paragraphs}</div>`;
+  }
 
   const INSTRUCTION_PAGES = [
     `<div class="clickme-text"><h2>How to play</h2>
@@ -95,6 +93,7 @@
     }
     await ClickMeApi.flushPending();
     let state = await ClickMeApi.getParticipant(ids);
+    const consent = state ? null : await ClickMeApi.getConsent(); // a new participant sees it first
     root.replaceChildren(); // drop "Loading…": jsPsych draws into this element
     const jsPsych = initJsPsych({ display_element: root });
 
@@ -136,7 +135,7 @@
     if (!state) {
       timeline.push({
         type: jsPsychHtmlButtonResponse,
-        stimulus: CONSENT_HTML,
+        stimulus: consentHtml(consent),
         choices: ["I agree", "I do not agree"],
         on_finish: (data) => {
           if (data.response !== 0) {
