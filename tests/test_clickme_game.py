@@ -224,3 +224,21 @@ def test_consent_text_file_and_its_checks(tmp_path):
         read_consent(path)
     with pytest.raises(InputError, match="consent"):
         GameConfig(consent_paragraphs=())
+
+
+def test_a_database_of_another_schema_is_refused_before_serving(tmp_path, cli):
+    import sqlite3
+
+    from drawgap.clickme.db import make_engine
+
+    db = tmp_path / "old.sqlite3"
+    make_engine(db).dispose()
+    with sqlite3.connect(db) as conn:  # a "settings" table as an older version might have made it
+        conn.execute("DROP TABLE settings")
+        conn.execute("CREATE TABLE settings (key VARCHAR(64) PRIMARY KEY)")
+    before = db.read_bytes()
+    with pytest.raises(InputError, match=r"table 'settings' lacks columns \['value'\]") as err:
+        make_engine(db)
+    assert "old.sqlite3" in str(err.value) and db.read_bytes() == before  # refused, and left as it was
+    r = cli("clickme", "status", "--db", db)
+    assert r.code == 2 and "lacks columns" in r.err

@@ -152,8 +152,28 @@ def make_engine(url: str | os.PathLike | None = None, create: bool = True) -> En
     else:
         raise InputError(f"expected a sqlite or postgresql URL, got {parsed.get_backend_name()!r}", field="db")
     if create:
+        check_schema(engine)  # before create_all: a refused database is left as it was
         Base.metadata.create_all(engine)
     return engine
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database whose tables lack columns this version writes (one made by another drawgap
+    version), before a server starts on it, rather than failing on the first trial. There are no migrations
+    (`create_all` only makes missing tables), so the way out is a new database."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    for table in Base.metadata.sorted_tables:
+        if table.name not in tables:
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in have]
+        if missing:
+            raise InputError(f"table {table.name!r} lacks columns {missing}: the database was made by another drawgap "
+                             f"version; export it with that version and use a new database",
+                             path=engine.url.render_as_string(hide_password=True), field="db")
 
 
 def open_existing(url: str | os.PathLike | None) -> Engine:
@@ -173,4 +193,5 @@ def open_existing(url: str | os.PathLike | None) -> Engine:
     missing = {t.name for t in Base.metadata.sorted_tables} - tables
     if missing:
         raise InputError(f"not a ClickMe database: missing tables {sorted(missing)}", path=parsed.render_as_string(hide_password=True), field="db")
+    check_schema(engine)
     return engine
