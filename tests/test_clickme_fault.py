@@ -60,3 +60,32 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(tmp_path):
     assert acked_before_kill <= set(stored)
     assert len(stored) == N_PARTICIPANTS * N_TRIALS  # nothing beyond the acknowledged trials, nothing twice
     assert sum(clicks.values()) == sum(n for _, _, n in stored.values())
+
+
+@pytest.mark.slow
+def test_worker_processes_share_each_participants_partner_budget(tmp_path):
+    # `serve --workers 2`: requests on fresh connections spread over both processes; the rate limit is one
+    # budget for the participant (burst 20, then 20 per second), not one per process (which allows 40 at once).
+    import time
+    import uuid
+
+    stimuli = make_test_stimuli(tmp_path, n_classes=4, per_class=8, per_category=5, practice=0)
+    server = ServerProcess(stimuli, str(tmp_path / "clickme.sqlite3"), tmp_path / "server.log", "--workers", "2",
+                           "--trials", "3", "--practice", "0").start()
+    ids = {"study_id": "w", "participant_id": "p1"}
+    try:
+        state = httpx.post(f"{server.url}/api/participants", json={**ids, "consent": True}).json()
+        body = {**ids, "trial_id": str(uuid.uuid4()), "stimulus_id": state["trials"][0]["stimulus_id"], "points": [[5, 5, 0]]}
+
+        async def burst(n):
+            limits = httpx.Limits(max_keepalive_connections=0)  # a new connection, and so any worker, each time
+            async with httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits) as client:
+                return await asyncio.gather(*[client.post("/api/partner", json=body) for _ in range(n)])
+
+        started = time.monotonic()
+        codes = Counter(r.status_code for r in asyncio.run(burst(60)))
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert set(codes) <= {200, 429} and codes[200] >= 20
+    assert codes[200] <= 20 + 20 * elapsed + 1, (codes, elapsed)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from drawgap.clickme.config import GameConfig
 from drawgap.clickme.partner import reveal, reveal_mask
-from drawgap.clickme.security import RateLimiter, token_matches
+from drawgap.clickme.security import RateLimiter, SharedRateLimiter, token_matches
 from drawgap.clickme.sequence import balanced_sequence, participant_seed
 from drawgap.clickme.stimuli import load_stimuli, prepare_stimuli
 from drawgap.clickme.testing import make_test_dataset, make_test_stimuli
@@ -79,6 +79,34 @@ def test_rate_limiter_golden():
     assert limiter.acquire("b", now=0.0) == 0.0  # another participant has its own bucket
     assert limiter.acquire("a", now=0.5) == 0.0
     assert limiter.acquire("a", now=0.6) == pytest.approx(0.4)
+
+
+def test_shared_rate_limiter_gives_every_process_one_budget(tmp_path):
+    # Two limiters on one file, as two server processes map it: the golden sequence above, spread over both.
+    a = SharedRateLimiter.create(tmp_path / "limits.bin", rate=2.0, burst=3, slots=64)
+    b = SharedRateLimiter(tmp_path / "limits.bin", rate=2.0, burst=3)
+    assert [a.acquire("a", now=0.0), b.acquire("a", now=0.0), a.acquire("a", now=0.0)] == [0.0, 0.0, 0.0]
+    assert b.acquire("a", now=0.0) == pytest.approx(0.5)  # the bucket is empty for both
+    assert a.acquire("b", now=0.0) == 0.0
+    assert b.acquire("a", now=0.5) == 0.0 and a.acquire("a", now=0.6) == pytest.approx(0.4)
+    a.close(), b.close()
+
+    # Real processes racing on one key: exactly `burst` requests get through at one instant.
+    import multiprocessing as mp
+
+    SharedRateLimiter.create(tmp_path / "race.bin", rate=1.0, burst=25).close()
+    ctx = mp.get_context("fork")
+    with ctx.Pool(4) as pool:
+        allowed = sum(pool.map(_allowed_in_a_burst, [str(tmp_path / "race.bin")] * 4))
+    assert allowed == 25  # 4 processes x 20 tries; separate limiters would have let 4 x 20 = 80 through
+
+
+def _allowed_in_a_burst(path: str) -> int:
+    limiter = SharedRateLimiter(path, rate=1.0, burst=25)
+    try:
+        return sum(limiter.acquire("study/p", now=1000.0) == 0.0 for _ in range(20))
+    finally:
+        limiter.close()
 
 
 def test_token_matches():

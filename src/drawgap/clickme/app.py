@@ -38,7 +38,7 @@ from drawgap.clickme.config import GameConfig
 from drawgap.clickme.db import make_engine, normalize_url
 from drawgap.clickme.partner import Partner
 from drawgap.clickme.schemas import TIME_SLACK_MS, ParticipantIn, PartnerIn, TrialIn, point_problems, trial_problems
-from drawgap.clickme.security import GuardMiddleware, RateLimiter, token_matches
+from drawgap.clickme.security import GuardMiddleware, RateLimiter, SharedRateLimiter, token_matches
 from drawgap.clickme.status import stimulus_progress, totals
 from drawgap.clickme.stimuli import load_stimuli
 from drawgap.clickme.store import ClickMeStore, StoreError, TrialRecord
@@ -68,7 +68,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
 
 
 def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = None, *, config: GameConfig | None = None,
-               admin_token: str | None = None, page_dir: str | os.PathLike | None = None, partner: Partner | None = None) -> FastAPI:
+               admin_token: str | None = None, page_dir: str | os.PathLike | None = None, partner: Partner | None = None,
+               limiter: RateLimiter | SharedRateLimiter | None = None) -> FastAPI:
     """The server for one stimuli directory and database. Everything that can fail on bad input (stimuli,
     partner, database, settings) is checked here, before the server listens."""
     config = config or GameConfig()
@@ -80,7 +81,7 @@ def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = No
     store = ClickMeStore(engine, stimuli, config)
     store.sync_stimuli()
     batcher = PartnerBatcher(partner, config.brush_px, config.partner_max_batch)
-    limiter = RateLimiter(config.partner_rate_per_s, config.partner_burst)
+    limiter = limiter or RateLimiter(config.partner_rate_per_s, config.partner_burst)
     page = Path(page_dir) if page_dir is not None else PAGE_DIR
     admin_token = admin_token or None
 
@@ -228,8 +229,10 @@ def app_from_environment() -> FastAPI:
 
     spec = json.loads(os.environ[SERVE_ENV])
     torch.set_num_threads(spec["torch_threads"])
-    return create_app(spec["stimuli"], spec["db"], config=GameConfig.from_dict(spec["config"]),
-                      admin_token=os.environ.get(TOKEN_ENV) or None)
+    config = GameConfig.from_dict(spec["config"])
+    limiter = SharedRateLimiter(spec["rate_limits"], config.partner_rate_per_s, config.partner_burst)
+    return create_app(spec["stimuli"], spec["db"], config=config, admin_token=os.environ.get(TOKEN_ENV) or None,
+                      limiter=limiter)
 
 
 def serve(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None, *, config: GameConfig, admin_token: str | None,
@@ -237,8 +240,8 @@ def serve(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None, *, confi
     """Run the server until interrupted. Everything is checked (and the tables made) in this process first.
 
     With `workers` > 1, uvicorn runs that many processes on the port, each with its own partner: the partner
-    then uses that many cores. Each process keeps its own partner rate limit (a participant's queries may be
-    spread over them) and its own batches; the database is shared.
+    then uses that many cores. Each process keeps its own batches; the database and the partner rate limits
+    (a `SharedRateLimiter` file, removed at exit) are shared.
     """
     import torch
     import uvicorn
@@ -253,9 +256,13 @@ def serve(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None, *, confi
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         return
     del app
-    os.environ[SERVE_ENV] = json.dumps({"stimuli": str(Path(stimuli_dir).resolve()), "db": normalize_url(db),
-                                        "config": config.to_dict(), "torch_threads": max(1, torch_threads)})
-    if admin_token:
-        os.environ[TOKEN_ENV] = admin_token
-    uvicorn.run("drawgap.clickme.app:app_from_environment", factory=True, workers=workers, host=host, port=port,
-                log_level="warning", access_log=False)
+    with tempfile.TemporaryDirectory(prefix="drawgap-clickme-") as shared:
+        limits = Path(shared) / "rate_limits.bin"
+        SharedRateLimiter.create(limits, config.partner_rate_per_s, config.partner_burst).close()
+        os.environ[SERVE_ENV] = json.dumps({"stimuli": str(Path(stimuli_dir).resolve()), "db": normalize_url(db),
+                                            "config": config.to_dict(), "torch_threads": max(1, torch_threads),
+                                            "rate_limits": str(limits)})
+        if admin_token:
+            os.environ[TOKEN_ENV] = admin_token
+        uvicorn.run("drawgap.clickme.app:app_from_environment", factory=True, workers=workers, host=host, port=port,
+                    log_level="warning", access_log=False)

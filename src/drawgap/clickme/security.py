@@ -1,4 +1,5 @@
-"""The server's guards: body size limit, security headers (CSP), per-participant rate limit, admin token.
+"""The server's guards: body size limit, security headers (CSP), per-participant rate limit (shared by the
+server's processes), admin token.
 
 Admin routes (status, export) need the token given at start (`--admin-token` or the environment variable
 DRAWGAP_CLICKME_ADMIN_TOKEN) as `Authorization: Bearer <token>`, compared in constant time. With no token set
@@ -8,10 +9,17 @@ leaves the data open.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import hmac
 import json
+import mmap
+import os
 import threading
 import time
+from pathlib import Path
+
+import numpy as np
 
 # No inline scripts or event handlers anywhere (script-src 'self' only). jsPsych's plugins write `style="..."`
 # attributes into their markup, so inline style *attributes* are allowed; <style> elements are not.
@@ -110,6 +118,14 @@ class GuardMiddleware:
         await self.app(scope, buffered_receive, secured_send)
 
 
+def _take_token(tokens: float, last: float, now: float, rate: float, burst: float) -> tuple[float, float]:
+    """One request against a token bucket: (tokens left, seconds to wait: 0.0 when allowed)."""
+    tokens = min(burst, tokens + (now - last) * rate)
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) / rate
+
+
 class RateLimiter:
     """Token bucket per key: `rate` requests per second on average, bursts of up to `burst`."""
 
@@ -123,18 +139,64 @@ class RateLimiter:
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                allowed = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                allowed = (1.0 - tokens) / self.rate
+            tokens, allowed = _take_token(tokens, last, now, self.rate, self.burst)
+            self._buckets[key] = (tokens, now)
             if len(self._buckets) > self.max_keys:  # forget full buckets: they hold no state worth keeping
                 full = [k for k, (t, seen) in self._buckets.items() if t + (now - seen) * self.rate >= self.burst]
                 for k in full:
                     del self._buckets[k]
             return allowed
+
+
+class SharedRateLimiter:
+    """`RateLimiter`'s buckets in a memory-mapped file that every server process maps, so that
+    `serve --workers N` gives a participant the budget one process gives (a limiter per process would allow
+    N times the rate, as requests spread over the processes).
+
+    Keys hash (blake2b: the same in every process, unlike `hash`) into a fixed number of buckets; two
+    participants that share one only ever get a stricter limit. `flock` on the file serializes updates
+    across processes, a threading lock across one process's threads. The file is made once by `create`
+    (before the workers start) and then only mapped.
+    """
+
+    SLOTS = 1 << 16  # 1 MiB of buckets
+
+    def __init__(self, path: str | os.PathLike, rate: float, burst: int):
+        self.path, self.rate, self.burst = Path(path), float(rate), float(burst)
+        self._file = open(self.path, "r+b")
+        self._map = mmap.mmap(self._file.fileno(), 0)
+        self._buckets = np.frombuffer(self._map, dtype=np.float64).reshape(-1, 2)  # (tokens, last refill)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, rate: float, burst: int, slots: int = SLOTS) -> "SharedRateLimiter":
+        buckets = np.empty((slots, 2), np.float64)
+        buckets[:, 0], buckets[:, 1] = burst, -np.inf  # full, refilled "long ago"
+        buckets.tofile(path)
+        return cls(path, rate, burst)
+
+    def _slot(self, key: str) -> int:
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little") % len(self._buckets)
+
+    def acquire(self, key: str, now: float | None = None) -> float:
+        """0.0 when allowed (a token is spent), else the seconds to wait before the next token."""
+        now = time.monotonic() if now is None else now  # CLOCK_MONOTONIC: one clock for all processes
+        slot = self._slot(key)
+        with self._lock:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                tokens, last = self._buckets[slot]
+                tokens, wait = _take_token(float(tokens), float(last), now, self.rate, self.burst)
+                self._buckets[slot] = (tokens, now)
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+        return wait
+
+    def close(self) -> None:
+        del self._buckets  # the array's view of the map must go before the map
+        self._map.close()
+        self._file.close()
 
 
 def token_matches(expected: str, authorization: str | None) -> bool:
