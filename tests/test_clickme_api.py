@@ -297,8 +297,11 @@ def test_every_response_carries_the_content_security_policy(client):
 def test_the_consent_shown_is_served_and_every_version_is_kept_with_the_data(stimuli, partner, db_url, tmp_path):
     from dataclasses import replace
 
+    from drawgap.clickme.export import consent_of_participants
+
     with TestClient(create_app(stimuli, db_url, config=CONFIG, partner=partner)) as c:
         first = c.get("/api/consent").json()
+        early = start(c, {"study_id": "study-1", "participant_id": "p-0"})
     assert first["title"] == "Consent to take part" and len(first["paragraphs"]) == 3
     # The same database, a revised consent text (as a review board may ask mid-study), served again.
     revised = replace(CONFIG, consent_title="Study 7 consent", consent_paragraphs=("Revised text.", "Agree?"))
@@ -306,10 +309,17 @@ def test_the_consent_shown_is_served_and_every_version_is_kept_with_the_data(sti
     with TestClient(app2) as c:
         second = c.get("/api/consent").json()
         assert second["paragraphs"] == ["Revised text.", "Agree?"] and second["sha256"] != first["sha256"]
-        start(c)
+        late = start(c)
+        for state, ids in ((early, {"study_id": "study-1", "participant_id": "p-0"}), (late, IDS)):
+            assert c.post("/api/trials", json=trial_body(state, 0, ids=ids)).status_code == 201
     create_app(stimuli, db_url, config=revised, partner=partner)  # a restart with the same text adds nothing
     export_clicks(app2.state.engine, tmp_path / "clicks.npz")
-    _, meta = read_clicks(tmp_path / "clicks.npz")
+    arrays, meta = read_clicks(tmp_path / "clicks.npz")
     versions = meta["consent_versions"]
     assert [v["sha256"] for v in versions] == [first["sha256"], second["sha256"]]
     assert versions[1]["title"] == "Study 7 consent" and versions[0]["first_served"] <= versions[1]["first_served"]
+    # each participant's consent: the text shown when they agreed
+    agreed = dict(zip(arrays["participant_ids"], arrays["participant_consent"]))
+    assert agreed == {"study-1/p-0": 0, "study-1/p-1": 1}
+    future = [{**versions[0], "first_served": "2999-01-01T00:00:00+00:00"}]
+    assert list(consent_of_participants(app2.state.engine, ["study-1/p-0"], future)) == [-1]

@@ -16,6 +16,8 @@ Per trial:
     trial_duration_ms int32 [T], trial_n_points int32 [T], trial_practice bool [T]
 Lookup tables:
     participant_ids str [Np]  "<study_id>/<participant_id>" (pseudonymous platform ids, nothing else)
+    participant_consent int32 [Np]  index into meta "consent_versions" of the text each agreed to (-1:
+                              unknown; absent in files from before it was added)
     image_ids str [Ni]        stimulus ids of the stimuli directory (`images/<id>.png`)
     image_category int32 [Ni], image_source_index int64 [Ni] (index of the drawing in the source dataset
                               file), image_exemplar bool [Ni] (the category's exemplar)
@@ -30,6 +32,7 @@ A map for image i: the points with `image == i`; each point revealed a `brush_px
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -127,9 +130,25 @@ def stored_consents(engine: Engine) -> list[dict]:
     return list((value or {}).get("versions", []))
 
 
+def consent_of_participants(engine: Engine, participant_ids, versions: list[dict]) -> np.ndarray:
+    """For each "<study>/<participant>", the index in `versions` of the consent text they agreed to: the
+    newest one first shown before their `consented_at` (-1 when none was recorded, e.g. an older database)."""
+    def utc(t: dt.datetime) -> dt.datetime:
+        return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t  # SQLite returns naive UTC
+
+    shown = [utc(dt.datetime.fromisoformat(v["first_served"])) for v in versions]
+    with engine.connect() as conn:
+        consented = {f"{r.study_id}/{r.participant_id}": utc(r.consented_at) for r in conn.execute(
+            select(ParticipantRow.study_id, ParticipantRow.participant_id, ParticipantRow.consented_at))}
+    index = [max((k for k, t in enumerate(shown) if t <= consented[p]), default=-1) for p in participant_ids]
+    return np.array(index, dtype=np.int32)
+
+
 def export_clicks(engine: Engine, out: str | os.PathLike, *, include_practice: bool = False) -> dict:
     """Write the clicks file; return its meta."""
     arrays = collect_clicks(engine, include_practice)
+    versions = stored_consents(engine)
+    arrays["participant_consent"] = consent_of_participants(engine, arrays["participant_ids"], versions)
     game = stored_game(engine)
     meta = {
         "format": CLICKS_FORMAT,
@@ -141,7 +160,7 @@ def export_clicks(engine: Engine, out: str | os.PathLike, *, include_practice: b
         "include_practice": include_practice,
         "database": engine.url.render_as_string(hide_password=True),
         "game": game,
-        "consent_versions": stored_consents(engine),
+        "consent_versions": versions,
         "provenance": provenance({"include_practice": include_practice}, None),
     }
     savez_atomic(out, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
@@ -168,6 +187,9 @@ def read_clicks(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     for k in TRIAL_KEYS:
         if len(arrays[k]) != n_trials:
             raise InputError(f"expected {n_trials} values (one per trial), got {len(arrays[k])}", path=path, field=k)
+    if "participant_consent" in arrays and len(arrays["participant_consent"]) != len(arrays["participant_ids"]):
+        raise InputError(f"expected {len(arrays['participant_ids'])} values (one per participant), got "
+                         f"{len(arrays['participant_consent'])}", path=path, field="participant_consent")
     bounds = {"trial": n_trials, "participant": len(arrays["participant_ids"]), "image": len(arrays["image_ids"]),
               "category": len(arrays["categories"])}
     for k, n in bounds.items():
