@@ -62,9 +62,11 @@ from drawgap.data.quickdraw import (
     NdjsonDrawings,
     fetch_category,
     load_bitmaps,
+    load_quickdraw,
     quickdraw_url,
     rasterize,
     rasterize_strokes,
+    render_categories,
 )
 from drawgap.errors import InputError
 
@@ -351,3 +353,27 @@ def test_cli_bitmaps_use_the_official_npy(tmp_path, cli):
     np.testing.assert_array_equal(read_dataset(tmp_path / "o" / "quickdraw.npz").images, rows[:6].reshape(6, 28, 28))
     refused = cli("data", "quickdraw", "cat", "--bitmaps", "--recognized-only", "--out", tmp_path / "o2", "--source", src)
     assert refused.code == 2 and "recognized" in refused.err
+
+
+def test_worker_processes_render_the_same_files_and_report_as_one_process(tmp_path, cli):
+    src = _source(tmp_path)
+    _file_with_malformed_lines(src / "dog.ndjson")
+    categories = ["cat", "dog", "ice cream"]
+    built = {}
+    for workers in (1, 3):  # the warning of a worker's file reaches the caller as it does in one process
+        with pytest.warns(MalformedLineWarning, match=r"dog.ndjson: skipped 4 malformed line\(s\)"):
+            built[workers] = load_quickdraw(categories, source=src, size=16, progress=False, workers=workers)
+    one, three = built[1], built[3]
+    np.testing.assert_array_equal(one.images, three.images)
+    np.testing.assert_array_equal(one.labels, three.labels)
+    np.testing.assert_array_equal(one.exemplars, three.exemplars)
+
+    # a worker's error is the same one-line error, exit 2, nothing written
+    stopped = cli("data", "quickdraw", *categories, "--out", tmp_path / "b", "--source", src, "--on-error", "stop",
+                  "--workers", 3)
+    assert stopped.code == 2
+    lines = stopped.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"drawgap: error: {src / 'dog.ndjson'}: line 2: ")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    with pytest.raises(InputError, match="workers"):
+        list(render_categories(categories, workers=0))

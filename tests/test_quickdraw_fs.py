@@ -7,7 +7,7 @@ import pytest
 
 from drawgap.data.formats import read_dataset, read_samples
 from drawgap.data.quickdraw import NdjsonDrawings, rasterize
-from drawgap.data.quickdraw_fs import QuickDrawFSConfig, build_quickdraw_fs, kmeans, pixel_embedding
+from drawgap.data.quickdraw_fs import QuickDrawFSConfig, build_quickdraw_fs, kmeans, pixel_embedding, quickdraw_fs_config
 from drawgap.errors import InputError
 from tests.test_quickdraw import write_ndjson
 
@@ -131,3 +131,12 @@ def test_pixel_embedding_is_a_pca_of_blurred_pooled_pixels():
     np.testing.assert_allclose(np.corrcoef(e.T) - np.eye(8), 0, atol=1e-6)  # uncorrelated
     with pytest.raises(InputError):
         QuickDrawFSConfig(["a"], selection="nearest").check()
+
+
+def test_worker_processes_build_the_same_files(source):
+    src, _ = source
+    config = quickdraw_fs_config(list(CATEGORIES), min_cluster=50, seed=3)
+    one = build_quickdraw_fs(config, source=src, progress=False, workers=1)
+    two = build_quickdraw_fs(config, source=src, progress=False, workers=2)
+    for split in ("train", "test"):
+        assert one[split].content_sha256() == two[split].content_sha256()

@@ -194,6 +194,7 @@ def data_quickdraw(
     bitmaps: bool = typer.Option(False, "--bitmaps", help="Use the official 28x28 numpy_bitmap renderings instead of rendering the strokes."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write a samples file (the human reference) instead; needs the same count per category."),
+    workers: int = typer.Option(2, "--workers", help="Processes rendering categories (the files do not depend on it)."),
 ) -> None:
     """Build a dataset file from Quick, Draw! categories (one class per category)."""
     from drawgap.data.exemplars import load_feature_critic
@@ -204,6 +205,7 @@ def data_quickdraw(
         ds = load_quickdraw(
             categories, source=source, size=size, max_per_category=max_per_category, recognized_only=recognized_only,
             on_error=_on_error_option(on_error), bitmaps=bitmaps, critic=model, critic_name=critic, progress=sys.stderr.isatty(),
+            workers=workers,
         )
     _write_splits({"quickdraw": ds}, out, as_samples)
 
@@ -224,6 +226,7 @@ def data_quickdraw_fs(
     on_error: str = typer.Option("skip", "--on-error", help="Malformed ndjson line: skip or stop."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features cluster and choose exemplars; default: blurred-pixel PCA / blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    workers: int = typer.Option(2, "--workers", help="Processes rendering categories while one clusters (the files do not depend on it)."),
 ) -> None:
     """Rebuild QuickDraw-FS (SPEC.md 1.2, a documented reconstruction): sub-categories by clustering."""
     from drawgap.data.exemplars import load_feature_critic
@@ -236,7 +239,7 @@ def data_quickdraw_fs(
     )
     model = None if critic is None else load_feature_critic(critic)
     with _quickdraw_warnings():
-        splits = build_quickdraw_fs(config, source=source, critic=model, progress=sys.stderr.isatty())
+        splits = build_quickdraw_fs(config, source=source, critic=model, progress=sys.stderr.isatty(), workers=workers)
     _write_splits(splits, out, as_samples)
 
 

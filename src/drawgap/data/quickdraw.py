@@ -16,11 +16,15 @@ Three parts, top to bottom:
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import math
+import multiprocessing as mp
 import os
 import urllib.parse
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
@@ -538,13 +542,14 @@ def load_quickdraw(
     critic=None,
     critic_name: str | None = None,
     progress: bool = True,
+    workers: int = 1,
 ):
     """A dataset with one class per Quick, Draw! category (its drawings in file order).
 
     From the simplified strokes rendered at `size` (default), or with `bitmaps=True` from the official
     28x28 renderings (resized to `size` by antialiased bilinear interpolation if it differs). Each class's
     exemplar follows Eq. 1, with the critic's features if one is given, else with blurred pixels
-    (`drawgap.data.exemplars.with_exemplars`).
+    (`drawgap.data.exemplars.with_exemplars`). `workers`: processes rendering categories (`render_categories`).
     """
     from drawgap.data.exemplars import with_exemplars
     from drawgap.data.formats import Dataset
@@ -556,11 +561,10 @@ def load_quickdraw(
     for category in categories:  # every file is there (or downloaded) before any work starts
         fetch_category(category, "numpy_bitmap" if bitmaps else "simplified", source=source, progress=progress)
     images, labels = [], []
-    for c, category in enumerate(_progress(categories, "categories", progress)):
-        drawn = category_images(
-            category, source=source, size=size, max_per_category=max_per_category,
-            recognized_only=recognized_only, on_error=on_error, bitmaps=bitmaps, progress=progress,
-        )
+    rendered = render_categories(categories, workers=workers, progress=progress, source=source, size=size,
+                                 max_per_category=max_per_category, recognized_only=recognized_only,
+                                 on_error=on_error, bitmaps=bitmaps)
+    for c, (category, drawn) in enumerate(zip(categories, _progress(rendered, "categories", progress, len(categories)))):
         if len(drawn) == 0:
             raise InputError(f"no drawings kept for category {category!r}", field="categories")
         images.append(drawn)
@@ -608,6 +612,57 @@ def category_images(
     return rasterize(reader, size)
 
 
+def render_categories(categories: Sequence[str], *, workers: int = 1, progress: bool = True,
+                      **options) -> Iterator[np.ndarray]:
+    """`category_images(category, **options)` of each category, in order.
+
+    With `workers` > 1 the categories are rendered in that many forked processes (rendering is NumPy work
+    on small arrays, bound by Python-level loops that hold the GIL, so threads would not use a second core),
+    at most two categories per worker ahead of the consumer, so that memory stays bounded however many
+    categories there are. A worker's warnings (skipped lines) are re-issued here, and its `InputError`
+    raised here, so the caller sees what one process would have shown. The images are the same for any
+    number of workers.
+    """
+    if workers < 1:
+        raise InputError(f"expected 1 or more, got {workers}", field="workers")
+    tasks = [(category, options) for category in categories]
+    if workers == 1 or len(tasks) < 2 or "fork" not in mp.get_all_start_methods():
+        for category, opts in tasks:
+            yield category_images(category, progress=progress, **opts)
+        return
+    pending: collections.deque = collections.deque()
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("fork")) as pool:
+        queue = iter(tasks)
+        try:
+            for task in itertools.islice(queue, 2 * workers):
+                pending.append(pool.submit(_render_category, task))
+            while pending:
+                images, caught, error = pending.popleft().result()
+                for task in itertools.islice(queue, 1):
+                    pending.append(pool.submit(_render_category, task))
+                for message, category in caught:
+                    warnings.warn(message, category, stacklevel=2)
+                if error is not None:
+                    detail, path, field = error
+                    raise InputError(detail, path=path, field=field)
+                yield images
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _render_category(task) -> tuple[np.ndarray | None, list, tuple | None]:
+    """One category in a worker: (images, [(warning message, category)], InputError parts or None)."""
+    category, options = task
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            images, error = category_images(category, progress=False, **options), None
+        except InputError as exc:  # sent back as parts: an exception with keyword arguments does not unpickle
+            images, error = None, (exc.detail, exc.path, exc.field)
+    return images, [(str(w.message), w.category) for w in caught], error
+
+
 def rasterizer_config() -> dict:
     """The rendering recipe, as recorded in the meta of files built from strokes."""
     return {
@@ -637,7 +692,8 @@ def _resized(images: np.ndarray, size: int) -> np.ndarray:
     return to_uint8(resize(as_tensor_images(images), size))
 
 
-def _progress(items, desc: str, enabled: bool):
+def _progress(items, desc: str, enabled: bool, total: int | None = None):
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, disable=not enabled or len(items) < 2, leave=False)
+    total = len(items) if total is None else total
+    return tqdm(items, desc=desc, total=total, disable=not enabled or total < 2, leave=False)

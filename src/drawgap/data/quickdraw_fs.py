@@ -92,24 +92,26 @@ class SubCategory:
     images: np.ndarray
 
 
-def build_quickdraw_fs(config: QuickDrawFSConfig, *, source=None, critic=None, progress: bool = True) -> dict:
+def build_quickdraw_fs(config: QuickDrawFSConfig, *, source=None, critic=None, progress: bool = True,
+                       workers: int = 1) -> dict:
     """{"train": Dataset, "test": Dataset} of QuickDraw-FS sub-categories (see the module doc).
 
     `source`: a folder of `<category>.ndjson` files (offline); None downloads into the cache.
     `critic`: an object with `.features(images)` (e.g. `drawgap.critics.load_critic(config.critic)`).
+    `workers`: processes rendering categories while this one clusters (the result does not depend on it).
     """
-    from drawgap.data.quickdraw import _check_categories, _progress, category_images, fetch_category
+    from drawgap.data.quickdraw import _check_categories, _progress, fetch_category, render_categories
 
     config.check()
     _check_categories(config.categories)
     for category in config.categories:  # every file is there (or downloaded) before any work starts
         fetch_category(category, "simplified", source=source, progress=progress)
     classes: list[SubCategory] = []
-    for c, category in enumerate(_progress(config.categories, "categories", progress)):
-        images = category_images(
-            category, source=source, size=config.image_size, max_per_category=config.max_per_category,
-            recognized_only=config.recognized_only, on_error=config.on_error, progress=progress,
-        )
+    rendered = render_categories(config.categories, workers=workers, progress=progress, source=source,
+                                 size=config.image_size, max_per_category=config.max_per_category,
+                                 recognized_only=config.recognized_only, on_error=config.on_error)
+    for c, (category, images) in enumerate(zip(config.categories, _progress(rendered, "categories", progress,
+                                                                            len(config.categories)))):
         rng = np.random.default_rng([config.seed, c])  # one stream per category: adding one changes no other
         classes += split_category(category, images, config, critic, rng)
     if len(classes) < 2:
