@@ -88,12 +88,7 @@ class GameConfig:
                 raise InputError(f"value {getattr(self, name)!r} is out of range", field=name)
         if self.completion_code is not None:
             check_id(self.completion_code, "completion_code")
-        texts = [self.consent_title, *self.consent_paragraphs]
-        if not self.consent_paragraphs or not all(isinstance(t, str) and t.strip() for t in texts):
-            raise InputError("expected a title and at least one paragraph, none of them empty", field="consent")
-        if sum(map(len, texts)) > MAX_CONSENT_CHARS:
-            raise InputError(f"expected at most {MAX_CONSENT_CHARS:,} characters, got {sum(map(len, texts)):,}",
-                             field="consent")
+        check_consent(self.consent_title, self.consent_paragraphs)
 
     @property
     def time_limit_ms(self) -> int:
@@ -135,10 +130,16 @@ def read_consent(path: str | os.PathLike) -> dict:
     if lines and lines[0].startswith("# "):
         title, lines = lines[0][2:].strip(), lines[1:]
     paragraphs = [" ".join(block.split()) for block in re.split(r"\n\s*\n", "\n".join(lines))]
-    paragraphs = [p for p in paragraphs if p]
-    if not paragraphs:
-        raise InputError("expected at least one paragraph of text after the title", path=path, field="consent")
-    total = len(title) + sum(map(len, paragraphs))
+    paragraphs = tuple(p for p in paragraphs if p)
+    check_consent(title, paragraphs, path)
+    return {"consent_title": title, "consent_paragraphs": paragraphs}
+
+
+def check_consent(title: str, paragraphs: tuple[str, ...], path: str | os.PathLike | None = None) -> None:
+    """A title and at least one paragraph, none empty, at most MAX_CONSENT_CHARS in all."""
+    texts = [title, *paragraphs]
+    if not paragraphs or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise InputError("expected a title and at least one paragraph, none of them empty", path=path, field="consent")
+    total = sum(map(len, texts))
     if total > MAX_CONSENT_CHARS:
         raise InputError(f"expected at most {MAX_CONSENT_CHARS:,} characters, got {total:,}", path=path, field="consent")
-    return {"consent_title": title, "consent_paragraphs": tuple(paragraphs)}

@@ -638,7 +638,8 @@ def render_categories(categories: Sequence[str], *, workers: int = 1, progress: 
                 pending.append(pool.submit(_render_category, task))
             while pending:
                 images, caught, error = pending.popleft().result()
-                for task in itertools.islice(queue, 1):
+                task = next(queue, None)
+                if task is not None:
                     pending.append(pool.submit(_render_category, task))
                 for message, category in caught:
                     warnings.warn(message, category, stacklevel=2)
