@@ -20,7 +20,7 @@ drawgap picks accelerate's CPU backend, gloo, so that command runs N CPU process
       RUN_DIR/generator.json, weights.safetensors   the EMA generator (`load_generator(RUN_DIR)`)
       RUN_DIR/train.json                             training options, dataset, provenance
       RUN_DIR/log.jsonl                              step, loss, lr, speed
-      RUN_DIR/checkpoints/step_XXXXXXXX/             accelerate state + state.json (resume)
+      RUN_DIR/checkpoints/step_XXXXXXXX/             accelerate state, ema.safetensors, state.json (resume)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import torch
 from drawgap.errors import InputError
 from drawgap.io import write_json_atomic
 from drawgap.models.base import Generator
+from drawgap.models.checkpoint_state import load_checkpoint, save_ema_state
 from drawgap.models.class_augment import augment_class
 from drawgap.provenance import provenance
 
@@ -233,12 +234,11 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
     model.train()
     ema = EMAModel(unwrapped.parameters(), decay=options.ema_max_decay, use_ema_warmup=True, power=options.ema_power)
-    ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
+    ema.to(accelerator.device)  # saved and loaded by checkpoint_state, not accelerate (which unpickles it)
 
     state = TrainState(total_steps=options.steps)
     if resume:
-        accelerator.load_state(str(latest))
+        load_checkpoint(accelerator, latest, ema)
         saved = read_state(latest)
         state = dataclasses.replace(saved, total_steps=options.steps or saved.total_steps)
     elif main:
@@ -382,6 +382,7 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, unwrapp
     accelerator.save_state(str(tmp))  # every process writes its own RNG state; the main one the rest
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        save_ema_state(ema, tmp)
         write_json_atomic(tmp / "state.json", dataclasses.asdict(state))
         if final.exists():  # stopped again at a step already saved
             shutil.rmtree(final)

@@ -1,0 +1,96 @@
+"""Saving and loading a training checkpoint without running code from it.
+
+A run directory is something people share, so resuming one must never unpickle objects: accelerate's
+`load_state` reads the state of objects registered with `register_for_checkpointing` with
+`torch.load(weights_only=False)`, which runs whatever a planted `custom_checkpoint_0.pkl` asks. So the
+EMA is not registered with accelerate; its state is written here as `ema.safetensors` (tensors, with the
+scalars as JSON metadata), and accelerate loads only what it reads with `weights_only=True` (model,
+optimizer, random states). A checkpoint written before this change (EMA in `custom_checkpoint_0.pkl`)
+still resumes: that file is read with `weights_only=True`, which refuses anything but tensors and numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from drawgap.errors import InputError
+from drawgap.io import atomic_path
+
+EMA_FILE = "ema.safetensors"
+LEGACY_EMA_FILE = "custom_checkpoint_0.pkl"  # accelerate's name for the first registered object
+_CUSTOM = re.compile(r"^custom_checkpoint_\d+\.pkl$")
+
+
+def save_ema_state(ema, checkpoint: Path) -> None:
+    """Write `ema.state_dict()` into `checkpoint/ema.safetensors`: shadow tensors plus scalar metadata."""
+    from safetensors.torch import save_file
+
+    state = ema.state_dict()
+    tensors = {f"shadow.{i:05d}": p.detach().to("cpu").contiguous() for i, p in enumerate(state["shadow_params"])}
+    scalars = {k: v for k, v in state.items() if k != "shadow_params"}
+    with atomic_path(checkpoint / EMA_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"ema": json.dumps(scalars)})
+
+
+def load_checkpoint(accelerator, checkpoint: Path, ema) -> None:
+    """Restore model, optimizer, random states (accelerate) and the EMA from `checkpoint`, unpickling nothing
+    but tensors and numbers; InputError (one line) for a file that holds anything else or does not fit."""
+    try:
+        ema.load_state_dict(_read_ema_state(checkpoint, ema))
+    except ValueError as exc:  # diffusers' own checks of the settings (decay in [0, 1], types)
+        raise InputError(f"expected the EMA state of drawgap train ({exc})", path=checkpoint / EMA_FILE) from None
+    # accelerate insists that the custom_checkpoint_N.pkl files match the registered objects (none here):
+    # it reads the checkpoint through a folder of links to every other file, so those are never opened
+    with tempfile.TemporaryDirectory(prefix="drawgap-resume-") as view:
+        for entry in checkpoint.iterdir():
+            if not _CUSTOM.match(entry.name):
+                os.symlink(entry.resolve(), Path(view) / entry.name)
+        try:
+            accelerator.load_state(view)
+        except (pickle.UnpicklingError, RuntimeError, ValueError, KeyError, OSError, EOFError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"expected a checkpoint of tensors and numbers written by drawgap train ({first})",
+                             path=checkpoint) from None
+
+
+def _read_ema_state(checkpoint: Path, ema) -> dict:
+    path = checkpoint / EMA_FILE
+    if path.exists():
+        state = _read_safetensors_ema(path)
+    elif (checkpoint / LEGACY_EMA_FILE).exists():
+        path = checkpoint / LEGACY_EMA_FILE
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # weights_only refuses any other object: a planted pickle ends here, unrun
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"refused: expected only tensors and numbers ({type(exc).__name__}: {first})", path=path) from None
+    else:
+        raise InputError(f"no EMA state ({EMA_FILE}) in the checkpoint", path=checkpoint)
+    expected = [tuple(p.shape) for p in ema.shadow_params]
+    shadow = state.get("shadow_params") if isinstance(state, dict) else None
+    if not isinstance(shadow, list) or [tuple(getattr(p, "shape", ())) for p in shadow] != expected:
+        raise InputError("expected the EMA tensors of this generator", path=path, field="shadow_params")
+    device = ema.shadow_params[0].device if ema.shadow_params else "cpu"
+    return {**state, "shadow_params": [p.to(device) for p in shadow]}
+
+
+def _read_safetensors_ema(path: Path) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            scalars = json.loads((f.metadata() or {}).get("ema", "null"))
+            shadow = [f.get_tensor(k) for k in sorted(f.keys())]
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"expected a safetensors file ({exc})", path=path) from None
+    if not isinstance(scalars, dict):
+        raise InputError("expected the EMA's settings as JSON metadata", path=path, field="ema")
+    return {**scalars, "shadow_params": shadow}
+
