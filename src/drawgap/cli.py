@@ -26,6 +26,19 @@ data_app = typer.Typer(help="Build dataset files (.npz): built-in strokes, Omnig
 app.add_typer(data_app, name="data")
 
 
+def _writable_file(value: Optional[Path]) -> Optional[Path]:
+    """--out callback: refuse an output that cannot be written before the verb's work starts."""
+    from drawgap.io import check_writable
+
+    return None if value is None else check_writable(value)
+
+
+def _writable_folder(value: Optional[Path]) -> Optional[Path]:
+    from drawgap.io import check_writable
+
+    return None if value is None else check_writable(value, folder=True)
+
+
 def _echo_written(kind: str, path: Path, summary: str) -> None:
     typer.echo(f"wrote {kind} {path}  ({summary})")
 
@@ -77,7 +90,7 @@ def data_validate(
 
 @data_app.command("strokes")
 def data_strokes(
-    out: Path = typer.Option(..., "--out", help="Folder for train.npz and test.npz (or *_samples.npz)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for train.npz and test.npz (or *_samples.npz)."),
     classes: int = typer.Option(300, "--classes", help="Number of characters (classes), train and test together."),
     per_class: int = typer.Option(20, "--per-class", help="Drawings per class."),
     size: int = typer.Option(48, "--size", help="Image size in pixels (square)."),
@@ -119,7 +132,7 @@ def _warnings_to_stderr():
 
 @data_app.command("omniglot")
 def data_omniglot(
-    out: Path = typer.Option(..., "--out", help="Folder for the split files (train.npz/test.npz, background.npz, evaluation.npz)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for the split files (train.npz/test.npz, background.npz, evaluation.npz)."),
     source: Optional[list[Path]] = typer.Option(
         None, "--source", help="Local copy: a folder holding images_background.zip / images_evaluation.zip (or the extracted "
         "folders), or the zip files (repeat the option). Default: download the official archives into the cache."
@@ -149,11 +162,14 @@ def data_omniglot(
 def data_exemplars(
     dataset: Path = typer.Argument(..., help="Dataset file whose exemplars to recompute."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of replacing DATASET (which is replaced atomically)."),
+    out: Optional[Path] = typer.Option(None, "--out", callback=_writable_file, help="Write here instead of replacing DATASET (which is replaced atomically)."),
 ) -> None:
     """Recompute each class's exemplar with Eq. 1 and record the method and critic in the file's meta."""
     from drawgap.data.exemplars import recompute_exemplars
+    from drawgap.io import check_writable
 
+    if out is None:
+        check_writable(dataset, field="dataset")  # replaced in place
     path, ds = recompute_exemplars(dataset, critic, out)
     _echo_written("dataset", path, f"{_dataset_summary(ds)}, exemplars by {ds.meta['exemplars']['method']}")
 
@@ -185,7 +201,7 @@ def _on_error_option(value: str) -> str:
 @data_app.command("quickdraw")
 def data_quickdraw(
     categories: list[str] = typer.Argument(..., help="Quick, Draw! categories, e.g. cat 'alarm clock'."),
-    out: Path = typer.Option(..., "--out", help="Folder for quickdraw.npz (one class per category)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for quickdraw.npz (one class per category)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Local folder of <category>.ndjson (or .npy with --bitmaps) files; default: download into the cache."),
     size: int = typer.Option(48, "--size", help="Image size of the rendered drawings."),
     max_per_category: Optional[int] = typer.Option(None, "--max-per-category", help="Keep the first K drawings of each category (reading stops there)."),
@@ -213,7 +229,7 @@ def data_quickdraw(
 @data_app.command("quickdraw-fs")
 def data_quickdraw_fs(
     categories: str = typer.Option(..., "--categories", help="Comma-separated Quick, Draw! categories to split into sub-categories."),
-    out: Path = typer.Option(..., "--out", help="Folder for train.npz and test.npz (or *_samples.npz with --as-samples)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for train.npz and test.npz (or *_samples.npz with --as-samples)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Local folder of <category>.ndjson files; default: download into the cache."),
     min_cluster: int = typer.Option(500, "--min-cluster", help="N: keep clusters of at least N drawings, and take N of each."),
     clusters_per_category: Optional[int] = typer.Option(None, "--clusters-per-category", help="k of k-means; default floor(drawings / N)."),
@@ -260,7 +276,7 @@ def _metric_warnings_to_stderr():
 @app.command("evaluate")
 def evaluate_cmd(
     samples: Path = typer.Argument(..., help="Samples file (.npz) to evaluate: a model's drawings, or humans'."),
-    out: Path = typer.Option(..., "--out", help="Metrics file to write (metrics.json)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Metrics file to write (metrics.json)."),
     critics: Optional[str] = typer.Option(None, "--critics", help="Critic pair by prefix: omniglot = omniglot-simclr + omniglot-protonet (also: strokes)."),
     simclr: Optional[str] = typer.Option(None, "--simclr", help="SimCLR critic (name or directory), instead of --critics."),
     protonet: Optional[str] = typer.Option(None, "--protonet", help="ProtoNet critic (name or directory), instead of --critics."),
@@ -292,7 +308,7 @@ def evaluate_cmd(
 @app.command("compare")
 def compare_cmd(
     metrics: list[Path] = typer.Argument(..., help="Metrics files (metrics.json) of the systems to compare, humans included."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Figure to write (.png, .pdf, .svg): diversity-recognizability plane and generalization curves."),
+    out: Optional[Path] = typer.Option(None, "--out", callback=_writable_file, help="Figure to write (.png, .pdf, .svg): diversity-recognizability plane and generalization curves."),
     human: Optional[str] = typer.Option(None, "--human", help="Name of the human reference (default: the system whose generator is 'human')."),
     names: Optional[str] = typer.Option(None, "--names", help="Comma-separated display names, one per file (default: each file's system)."),
 ) -> None:
@@ -320,7 +336,7 @@ _DB_HELP = "Database URL (sqlite:///file.db, postgresql+psycopg://user@host:port
 @clickme_app.command("stimuli")
 def clickme_stimuli(
     dataset: Path = typer.Argument(..., help="Dataset file (.npz) holding the drawings."),
-    out: Path = typer.Option(..., "--out", help="New folder for the stimuli (PNGs, manifest.json, partner/)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="New folder for the stimuli (PNGs, manifest.json, partner/)."),
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated class names (default: the first 25 classes)."),
     per_category: int = typer.Option(10, "--per-category", help="Drawings per category, the exemplar first."),
     practice: int = typer.Option(1, "--practice", help="Extra drawings for practice trials."),
@@ -373,7 +389,7 @@ def clickme_serve(
 @clickme_app.command("export")
 def clickme_export(
     db: str = typer.Option("clickme.sqlite3", "--db", help=_DB_HELP),
-    out: Path = typer.Option(..., "--out", help="Clicks file to write (.npz, format drawgap.clicks/1)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Clicks file to write (.npz, format drawgap.clicks/1)."),
     include_practice: bool = typer.Option(False, "--include-practice", help="Also export the practice trials."),
 ) -> None:
     """Export every painted point for human importance maps."""
@@ -410,7 +426,7 @@ app.add_typer(critics_app, name="critics")
 def critics_train(
     kind: str = typer.Argument(..., help="simclr (features for diversity/originality) or protonet (one-shot classifier)."),
     data: Path = typer.Option(..., "--data", help="Training dataset file (.npz)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, train_log.jsonl, then model.safetensors + config.json."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Run folder: checkpoint.pt, train_log.jsonl, then model.safetensors + config.json."),
     val: Optional[Path] = typer.Option(None, "--val", help="Validation dataset file: SimCLR 1-NN retrieval, ProtoNet 20-way 1-shot accuracy."),
     arch: str = typer.Option("omniglot", "--arch", help="omniglot (conv4) or quickdraw (conv3 wide / ResNet48)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Critic resolution (default 50 for omniglot, 48 for quickdraw)."),
@@ -529,7 +545,7 @@ def _num(x) -> str:
 def importance_maps_critic(
     critic: str = typer.Argument(..., help="Critic: shipped name (e.g. strokes-protonet) or folder."),
     data: Path = typer.Option(..., "--data", help="Dataset file (drawings besides the exemplars) or samples file (its samples)."),
-    out: Path = typer.Option(..., "--out", help="Maps file to write (.npz)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Maps file to write (.npz)."),
     method: str = typer.Option("saliency", "--method", help="saliency | integrated_gradients | smoothgrad | occlusion | rise | sobol."),
     per_class: int = typer.Option(1, "--per-class", help="Drawings explained per class."),
     classes: int = typer.Option(0, "--classes", help="Only the drawings of the first N classes (0: all); the episode keeps every exemplar."),
@@ -551,7 +567,7 @@ def importance_maps_critic(
 def importance_maps_diffusion(
     run_dir: Path = typer.Argument(..., help="Run directory of a trained cfgdm (or ddpm, loss_grad only)."),
     exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
-    out: Path = typer.Option(..., "--out", help="Maps file (.npz); with several --kind, one file per kind: OUT.<kind>.npz."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Maps file (.npz); with several --kind, one file per kind: OUT.<kind>.npz."),
     kind: list[str] = typer.Option(["guided"], "--kind", help="guided | implicit | loss_grad (repeatable)."),
     classes: int = typer.Option(0, "--classes", help="Only the first N classes (0: all)."),
     trajectories: int = typer.Option(25, "--trajectories", help="Sampling trajectories per exemplar."),
@@ -586,7 +602,7 @@ def importance_maps_diffusion(
 @importance_app.command("human")
 def importance_human(
     clicks: Path = typer.Argument(..., help="Clicks file: `drawgap clickme export` .npz, or CSV x,y,time,participant,image[,category]."),
-    out: Path = typer.Option(..., "--out", help="Maps file to write (.npz)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Maps file to write (.npz)."),
     rule: str = typer.Option("box", "--rule", help="box (the paper's +1 per click in a +-radius box) | gaussian."),
     radius: int = typer.Option(9, "--radius", help="Box half-size in canvas pixels (rule box)."),
     blur_size: int = typer.Option(33, "--blur-size", help="Gaussian kernel size in canvas pixels (rule gaussian)."),
@@ -619,7 +635,7 @@ def importance_human(
 def importance_compare(
     human: Path = typer.Argument(..., help="Human maps file (.npz)."),
     models: list[Path] = typer.Argument(..., help="Model maps files (.npz); with two or more, also paired tests between them."),
-    out: Path = typer.Option(..., "--out", help="Comparison file to write (.json)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Comparison file to write (.json)."),
     resolution: int = typer.Option(48, "--resolution", help="Comparison resolution."),
     threshold: float = typer.Option(0.5, "--threshold", help="Region threshold, a fraction of each map's maximum."),
 ) -> None:
@@ -642,7 +658,7 @@ def importance_compare(
 @importance_app.command("ink")
 def importance_ink(
     maps: Path = typer.Argument(..., help="Maps file (.npz) that stores its images."),
-    out: Path = typer.Option(..., "--out", help="Report to write (.json)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Report to write (.json)."),
     strokes: Optional[Path] = typer.Option(None, "--strokes", help="The built-in strokes dataset file the images come from: adds the mass per stroke."),
     resolution: int = typer.Option(48, "--resolution", help="Resolution of the measures."),
     dilate: int = typer.Option(1, "--dilate", help="Pixels by which the ink mask is dilated."),
@@ -668,7 +684,7 @@ def importance_ink(
 @importance_app.command("figure")
 def importance_figure_cmd(
     models: list[Path] = typer.Argument(..., help="Model maps files (.npz), one row each."),
-    out: Path = typer.Option(..., "--out", help="Figure to write (.png, .pdf or .svg)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Figure to write (.png, .pdf or .svg)."),
     human: Optional[Path] = typer.Option(None, "--human", help="Human maps file (.npz): the row under the exemplars."),
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated categories (default: the first shared ones)."),
     max_categories: int = typer.Option(10, "--max-categories", help="Columns when --categories is not given."),
@@ -693,7 +709,7 @@ def importance_figure_cmd(
 def train_cmd(
     generator: str = typer.Argument(..., help="ddpm | cfgdm | fsdm"),
     data: Path = typer.Option(..., "--data", help="Training dataset file (.npz)."),
-    out: Path = typer.Option(..., "--out", help="Run directory: generator.json + weights.safetensors (EMA), checkpoints/, log.jsonl."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Run directory: generator.json + weights.safetensors (EMA), checkpoints/, log.jsonl."),
     preset: str = typer.Option("default", "--preset", help="Denoiser: default (lean UNet2DModel) or paper (the ICML ConvNeXt U-Net)."),
     n_feat: Optional[int] = typer.Option(None, "--n-feat", help="Paper preset width: 48 (Omniglot, the default) or 60 (QuickDraw-FS)."),
     widths: Optional[str] = typer.Option(None, "--widths", help="Default preset widths per level, e.g. 32,64,64 [24,48,64]."),
@@ -737,7 +753,7 @@ def train_cmd(
 def sample_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `drawgap train`, or a shipped generator's name (`drawgap generators`)."),
     exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
-    out: Path = typer.Option(..., "--out", help="Folder for the samples files, one per guidance value: GENERATOR_gG.npz."),
+    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for the samples files, one per guidance value: GENERATOR_gG.npz."),
     per_exemplar: int = typer.Option(20, "--per-exemplar", help="Drawings per exemplar."),
     guidance: Optional[str] = typer.Option(None, "--guidance", help="Comma-separated guidance values g, e.g. 0,0.5,1,2 (cfgdm; default 1, ddpm 0)."),
     sampler: str = typer.Option("dpm++", "--sampler", help="ancestral (all T = 500 steps, the paper's) | ddim | dpm++ (SDE-DPM-Solver++, default) | dpm++ode (deterministic)."),
@@ -783,7 +799,7 @@ def generators_list() -> None:
 @app.command("report")
 def report_cmd(
     results_dir: Path = typer.Argument(..., help="Results directory: its metrics files (any depth), samples files and importance maps."),
-    out: Path = typer.Option(..., "--out", help="HTML file to write (self-contained: figures embedded)."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="HTML file to write (self-contained: figures embedded)."),
     figures: Optional[Path] = typer.Option(None, "--figures", help="Also write every figure here as PNG and PDF (default: RESULTS_DIR/figures)."),
 ) -> None:
     """One HTML report: findings in numbers, figures, metrics with 95% intervals, distance to human, provenance."""
@@ -796,7 +812,7 @@ def report_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder that keeps everything: data, generators, samples, metrics, figures, report."),
+    out: Path = typer.Option(Path("demo_out"), "--out", callback=_writable_folder, help="Folder that keeps everything: data, generators, samples, metrics, figures, report."),
     data: str = typer.Option("strokes", "--data", help="strokes (built-in, offline) or omniglot (weak split)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Omniglot: local folder or zip of the official archives (offline)."),
     train: bool = typer.Option(False, "--train", help="Train the generators here from scratch instead of loading the shipped ones."),

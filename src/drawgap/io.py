@@ -12,6 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
+from drawgap.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -38,6 +40,29 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False, field: str = "--out") -> Path:
+    """InputError now, before any work, when `path` (a file, or with `folder` a folder) could not be written:
+    the slow part of a verb (sampling, evaluation, training) must not run only to fail at its last line.
+    Creates nothing: a nameless temporary file (O_TMPFILE where the system has it) probes the nearest
+    folder that exists."""
+    target = Path(path)
+    if target.is_dir() and not folder:
+        raise InputError("expected a file name, found a folder", path=target, field=field)
+    if target.exists() and folder and not target.is_dir():
+        raise InputError("expected a folder, found a file", path=target, field=field)
+    existing = target if folder else target.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot be created: {existing} is not a folder", path=target, field=field)
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".drawgap-write-check."):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write in {existing} ({exc.strerror or exc})", path=target, field=field) from None
+    return target
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

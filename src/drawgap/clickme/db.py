@@ -179,7 +179,7 @@ def check_schema(engine: Engine) -> None:
 def open_existing(url: str | os.PathLike | None) -> Engine:
     """An engine for a database a ClickMe server has already written (for export and status)."""
     from sqlalchemy import inspect
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError  # OperationalError, and "file is not a database"
 
     text = normalize_url(url)
     parsed = make_url(text)
@@ -188,8 +188,9 @@ def open_existing(url: str | os.PathLike | None) -> Engine:
     engine = make_engine(text, create=False)
     try:
         tables = set(inspect(engine).get_table_names())
-    except OperationalError as exc:
-        raise InputError(f"could not connect ({str(exc.orig).strip().splitlines()[0]})", field="db") from None
+    except DatabaseError as exc:
+        where = parsed.database if parsed.get_backend_name() == "sqlite" else None
+        raise InputError(f"could not open the database ({str(exc.orig).strip().splitlines()[0]})", path=where, field="db") from None
     missing = {t.name for t in Base.metadata.sorted_tables} - tables
     if missing:
         raise InputError(f"not a ClickMe database: missing tables {sorted(missing)}", path=parsed.render_as_string(hide_password=True), field="db")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drawgap.data.npz_guard import check_npz_sizes
 from drawgap.errors import InputError
 from drawgap.io import savez_atomic
 
@@ -234,6 +235,7 @@ def _load_npz(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise InputError("no such file", path=path)
+    check_npz_sizes(path)  # before np.load allocates what the headers claim
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

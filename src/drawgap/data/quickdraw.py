@@ -229,8 +229,15 @@ def parse_drawing_line(raw: str | bytes, number: int = 0) -> Drawing:
     """One ndjson line -> `Drawing`, or `_MalformedLine` saying what is wrong with it."""
     try:
         record = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits; deep nesting
+        if isinstance(exc, json.JSONDecodeError):
+            why = exc.msg
+        elif isinstance(exc, UnicodeDecodeError):
+            why = "not UTF-8"
+        elif isinstance(exc, RecursionError):
+            why = "nested too deeply"
+        else:
+            why = "a number with too many digits"
         raise _MalformedLine(f"expected a JSON object, could not parse it ({why})") from None
     if not isinstance(record, dict):
         raise _MalformedLine(f"expected a JSON object, got {type(record).__name__}")
@@ -250,7 +257,7 @@ def parse_drawing_line(raw: str | bytes, number: int = 0) -> Drawing:
             raise _MalformedLine(f"'drawing' stroke {s}: expected at least one point")
         try:
             xy = np.array([xs, ys], dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, RecursionError):  # OverflowError: a 400-digit integer
             xy = None
         if xy is None or xy.ndim != 2:
             raise _MalformedLine(f"'drawing' stroke {s}: expected numeric coordinates")
