@@ -253,3 +253,18 @@ def test_human_reference_as_metrics_equals_human_samples(critics, three_systems)
     other["critics"]["protonet"]["weights_hash"] = "different"
     with pytest.raises(InputError, match="same critics"):  # checked before any work: no warning either
         evaluate(model, simclr=critics[0], protonet=critics[1], human=other, **FAST)
+
+
+@pytest.mark.parametrize("field, text", [("diversity", "NaN"), ("recognizability", "-Infinity"), ("ci95.diversity[0]", "1e400")])
+def test_cli_compare_refuses_non_finite_numbers(cli, three_systems, tmp_path, field, text):
+    """json reads NaN, Infinity and 1e400 (inf); compare used to report distance 0.000 from them."""
+    files = [write_metrics(m, tmp_path / f"{m['system']}.json") for m in three_systems]
+    bad = json.loads(files[1].read_text())
+    if field == "ci95.diversity[0]":
+        bad["ci95"]["diversity"][0] = "@"
+    else:
+        bad[field] = "@"
+    files[1].write_text(json.dumps(bad).replace('"@"', text))
+    r = cli("compare", *files)
+    assert r.code == 2, r
+    assert r.err.strip().splitlines() == [f"drawgap: error: {files[1]}: {field}: expected a finite number, found NaN or infinity"]

@@ -72,17 +72,27 @@ def _write_splits(splits: dict, out: Path, as_samples: bool) -> None:
 def data_validate(
     files: list[Path] = typer.Argument(..., help="Dataset or samples files to check."),
 ) -> None:
-    """Check dataset or samples files against the formats of DESIGN.md; print each one's content hash."""
-    from drawgap.data.formats import read_dataset, read_samples, _load_npz
+    """Check dataset or samples files against the formats of DESIGN.md; print each one's content hash.
+    Every file is checked: each bad one gets an error line, and the exit code is 2 if any was bad."""
+    from drawgap.data.formats import check_not_empty, read_dataset, read_samples, _load_npz
 
+    bad = 0
     for f in files:
-        keys = _load_npz(f)
-        if "samples" in keys:
-            s = read_samples(f)
-            typer.echo(f"ok samples {f}  ({_samples_summary(s)}; content sha256 {s.content_sha256()})")
-        else:
-            ds = read_dataset(f)
-            typer.echo(f"ok dataset {f}  ({_dataset_summary(ds)}; content sha256 {ds.content_sha256()})")
+        try:
+            keys = _load_npz(f)
+            if "samples" in keys:
+                s = read_samples(f)
+                check_not_empty(s, f)
+                typer.echo(f"ok samples {f}  ({_samples_summary(s)}; content sha256 {s.content_sha256()})")
+            else:
+                ds = read_dataset(f)
+                check_not_empty(ds, f)
+                typer.echo(f"ok dataset {f}  ({_dataset_summary(ds)}; content sha256 {ds.content_sha256()})")
+        except InputError as exc:
+            bad += 1
+            typer.echo(f"drawgap: error: {exc}", err=True)
+    if bad:
+        raise typer.Exit(2)
 
 
 # ------------------------------------------------------------------------------------------ data strokes

@@ -169,6 +169,24 @@ def _check_images(x: np.ndarray, name: str, path, ndim: int, dtypes: tuple) -> N
 def _check_classes(classes: np.ndarray, path) -> None:
     if classes.dtype.kind not in "US" or classes.ndim != 1:
         raise InputError(f"expected a 1-d array of strings, got {classes.dtype} {list(classes.shape)}", path=path, field="classes")
+    names, first, counts = np.unique(classes, return_index=True, return_counts=True)
+    if (counts > 1).any():  # labels index the names: a repeated name makes two classes one in every report
+        dup = names[counts > 1][np.argmin(first[counts > 1])]
+        where = np.flatnonzero(classes == dup).tolist()
+        raise InputError(f"expected unique class names, {str(dup)!r} is at {where}", path=path, field="classes")
+
+
+def check_not_empty(data: "Dataset | Samples", path=None) -> None:
+    """Refuse a file that holds no class or no drawing: valid as a format, useless to every verb
+    (`evaluate` needs at least 2 classes of 2 drawings; `data validate` checks this much)."""
+    if isinstance(data, Samples):
+        field, (c, s) = "samples", data.samples.shape[:2]
+        if c == 0 or s == 0:
+            raise InputError(f"expected at least one class and one sample per class, got {c} x {s}", path=path, field=field)
+    else:
+        c, n = len(data.classes), len(data.images)
+        if c == 0 or n == 0:
+            raise InputError(f"expected at least one class and one drawing, got {c} classes and {n} drawings", path=path, field="images")
 
 
 def _parse_meta(raw, path, expected_format: str) -> dict:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -427,4 +429,26 @@ def read_metrics(path: str | os.PathLike) -> dict:
     for key in REQUIRED_KEYS:
         if key not in metrics:
             raise InputError("missing key", path=path, field=key)
+    bad = _first_non_finite(metrics)
+    if bad is not None:  # json reads NaN, Infinity and 1e400: a distance computed from them means nothing
+        raise InputError("expected a finite number, found NaN or infinity", path=path, field=bad)
     return metrics
+
+
+def _first_non_finite(value, where: str = "") -> str | None:
+    """The dotted path (`ci95.diversity[1]`) of the first NaN, infinite or float-overflowing number, or None."""
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    elif isinstance(value, float):
+        return None if math.isfinite(value) else where
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return None if abs(value) <= sys.float_info.max else where
+    else:
+        return None
+    for key, item in items:
+        found = _first_non_finite(item, key)
+        if found is not None:
+            return found
+    return None
