@@ -7,6 +7,8 @@ Ctrl-C exits 130 after the running step has left its last checkpoint in place.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -869,8 +871,28 @@ def _framework_exceptions() -> tuple[tuple, tuple, tuple]:
     return tuple(exits), tuple(usage), tuple(aborts)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit(143) in this process, so that `finally` blocks run and atomic writers
+    remove their temporary files (the default action kills the process where it stands). Processes
+    forked from this one (data workers) keep the default action."""
+    main_pid = os.getpid()
+
+    def handle(signum, _frame):
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        typer.echo("drawgap: terminated", err=True)
+        raise SystemExit(128 + signum)
+
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers (in-process callers)
+        signal.signal(signal.SIGTERM, handle)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     exits, usage, aborts = _framework_exceptions()
+    if argv is None:  # the `drawgap` command itself, not an in-process call (tests, scripts)
+        exit_on_sigterm()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="drawgap", standalone_mode=False)

@@ -1,11 +1,14 @@
 """Atomic writes: a file is written to a temporary name beside its target, flushed, then renamed, so a
-reader never sees a half-written output and an interrupted run never corrupts an existing one."""
+reader never sees a half-written output and an interrupted run never corrupts an existing one.
+A failed or interrupted write (an exception, Ctrl-C, SIGTERM through `cli.exit_on_sigterm`) removes its
+temporary file; one left by a killed process is removed by the next write into that folder."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -23,8 +26,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(target.parent)
     suffix = target.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    # the writer's pid in the name tells a later run whether the file is still being written
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     # mkstemp creates 0600; give the output the permissions a plain open() would (0666 minus umask)
     umask = os.umask(0)
@@ -40,6 +45,47 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+# .NAME.PID.XXXXXXXX.tmp[SUFFIX]: what atomic_path names its temporary files (mkstemp's 8 random characters)
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]{8}\.tmp")
+_swept: set[Path] = set()
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that `atomic_path` left in `folder` in runs that were killed (SIGKILL,
+    power loss): those named by it whose process no longer exists. Files of a live process, and any
+    other file, are left alone. Returns the paths removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in Path(folder).iterdir():
+            m = _TEMP_NAME.match(entry.name)
+            if m and entry.is_file() and not entry.is_symlink() and not pid_alive(int(m.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed.append(entry)
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """remove_stale_temp_files, once per folder and process: a writer of many files lists its folder once."""
+    key = folder.resolve()
+    if key not in _swept:
+        _swept.add(key)
+        remove_stale_temp_files(key)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False, field: str = "--out") -> Path:

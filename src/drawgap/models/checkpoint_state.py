@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,16 @@ def save_ema_state(ema, checkpoint: Path) -> None:
     scalars = {k: v for k, v in state.items() if k != "shadow_params"}
     with atomic_path(checkpoint / EMA_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"ema": json.dumps(scalars)})
+
+
+def remove_stale_checkpoint_dirs(run_dir: Path) -> list[Path]:
+    """Remove `checkpoints/.step_N.tmp` folders that a killed run left half-written (a complete checkpoint
+    is renamed to `step_N`; one training writes a run directory at a time). Returns those removed."""
+    root = Path(run_dir) / "checkpoints"
+    stale = sorted(p for p in root.glob(".step_*.tmp") if p.is_dir() and not p.is_symlink()) if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def load_checkpoint(accelerator, checkpoint: Path, ema) -> None:

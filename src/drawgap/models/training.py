@@ -43,7 +43,7 @@ import torch
 from drawgap.errors import InputError
 from drawgap.io import write_json_atomic
 from drawgap.models.base import Generator
-from drawgap.models.checkpoint_state import load_checkpoint, save_ema_state
+from drawgap.models.checkpoint_state import load_checkpoint, remove_stale_checkpoint_dirs, save_ema_state
 from drawgap.models.class_augment import augment_class
 from drawgap.provenance import provenance
 
@@ -245,6 +245,8 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {"options": dataclasses.asdict(options), "dataset": dataset_info or {}, "processes": world}
         write_json_atomic(run_dir / "train.json", {**record, "provenance": provenance(record, options.seed)})
+    if main:
+        remove_stale_checkpoint_dirs(run_dir)  # left by a run killed while saving
     accelerator.wait_for_everyone()
 
     def lr_at(step: int) -> float:
