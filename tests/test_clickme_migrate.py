@@ -300,6 +300,10 @@ def test_databases_this_version_cannot_upgrade_are_refused_untouched(stimuli, tm
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
     r = cli("clickme", "migrate", "--db", tmp_path / "empty.sqlite3")
     assert r.code == 2 and "not a ClickMe database" in r.err, r
+    (tmp_path / "junk.sqlite3").write_bytes(b"not a database\n" * 500)
+    r = cli("clickme", "migrate", "--db", tmp_path / "junk.sqlite3")
+    assert r.code == 2 and "could not read the database (file is not a database)" in r.err, r
+    assert (tmp_path / "junk.sqlite3").read_bytes() == b"not a database\n" * 500
     r = cli("clickme", "migrate", "--db", tmp_path / "missing.sqlite3")
     assert r.code == 2 and "no such database file" in r.err and not (tmp_path / "missing.sqlite3").exists()
     assert not list(tmp_path.glob("*.bak"))
@@ -327,14 +331,15 @@ def fresh_script_directory(monkeypatch):
 def test_a_new_revision_alters_the_tables_of_an_old_database(stimuli, db_url, tmp_path, monkeypatch,
                                                              fresh_script_directory, cli):
     trials = make_legacy_database(db_url, stimuli)
-    _with_revision(tmp_path, monkeypatch, "0002_note", '    with op.batch_alter_table("participants") as batch:\n'
+    shipped_head = migrations.head()
+    _with_revision(tmp_path, monkeypatch, "9001_note", '    with op.batch_alter_table("participants") as batch:\n'
                    '        batch.add_column(sa.Column("note", sa.String(16), nullable=False, server_default="old"))\n')
     r = cli("clickme", "migrate", "--db", db_url)
-    assert r.code == 0 and "upgraded 0001_baseline -> 0002_note: 0002_note" in r.out, r
+    assert r.code == 0 and f"upgraded {shipped_head} -> 9001_note: 9001_note" in r.out, r
     engine = create_engine(db_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT note FROM participants").scalars().all() == ["old"] * 3
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0002_note"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "9001_note"
     engine.dispose()
     r = cli("clickme", "export", "--db", db_url, "--out", tmp_path / "clicks.npz", "--include-practice")
     assert r.code == 0 and exported_trials(tmp_path / "clicks.npz") == expected_trials(trials), r
@@ -343,9 +348,9 @@ def test_a_new_revision_alters_the_tables_of_an_old_database(stimuli, db_url, tm
 def test_a_failing_revision_rolls_everything_back(stimuli, db_url, tmp_path, monkeypatch, fresh_script_directory, cli):
     make_legacy_database(db_url, stimuli)
     before = snapshot(db_url)
-    _with_revision(tmp_path, monkeypatch, "0002_broken",
+    _with_revision(tmp_path, monkeypatch, "9001_broken",
                    '    op.add_column("trials", sa.Column("extra", sa.Integer(), nullable=True))\n'
                    '    op.execute("UPDATE no_such_table SET x = 1")\n')
     r = cli("clickme", "migrate", "--db", db_url)
-    assert r.code == 2 and "0002_broken" in r.err and "rolled back" in r.err and len(r.err.strip().splitlines()) == 1, r
+    assert r.code == 2 and "9001_broken" in r.err and "rolled back" in r.err and len(r.err.strip().splitlines()) == 1, r
     assert snapshot(db_url) == before  # no version table, no new column: as it was

@@ -28,7 +28,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, func, inspect, select
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 
 from drawgap.clickme.db import Base, check_schema, make_engine, normalize_url, writer
 from drawgap.errors import InputError
@@ -150,6 +150,7 @@ def backup_sqlite(path: Path, now: dt.datetime | None = None) -> Path:
     while target.exists():
         target, n = path.with_name(f"{path.name}.{stamp}-{n}.bak"), n + 1
     tmp = target.with_name(f".tmp-{target.name}")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # participant ids: never world-readable
     src = sqlite3.connect(path)
     try:
         dst = sqlite3.connect(tmp)
@@ -204,31 +205,39 @@ def migrate(url: str | os.PathLike | None, now: dt.datetime | None = None) -> li
         event.listen(engine, "connect", _foreign_keys_off)
     where = _where(engine)
     try:
-        with writer(engine).begin() as conn:  # holds the write lock from the backup to the commit
-            _lock(conn)
-            state = schema_state(conn)
-            if state.kind == "current":
-                return [f"{where}: already at schema revision {state.revision}: nothing to do"]
-            if state.kind == "empty":
-                raise InputError("not a ClickMe database (no ClickMe tables): `drawgap clickme serve` makes a new one",
-                                 path=where, field="db")
-            if state.kind == "unknown":
-                raise _refusal(engine, state)
-            lines = []
-            if sqlite_path is not None:
-                lines.append(f"backup: {backup_sqlite(sqlite_path, now)}")
-            else:
-                lines.append("no backup made (PostgreSQL: use pg_dump for one); the upgrade is one transaction")
-            if state.kind == "unversioned":
-                MigrationContext.configure(conn).stamp(script_directory(), BASELINE)
-                lines.append(f"recognised a database made before schema versions as {BASELINE}")
-            lines += upgrade(conn)
-            if sqlite_path is not None and (bad := conn.exec_driver_sql("PRAGMA foreign_key_check").all()):
-                raise InputError(f"the upgrade left rows whose foreign keys point nowhere ({bad[:3]}); rolled back",
-                                 path=where, field="db")
-            check_schema(conn)  # revisions that disagree with the models roll back here
-            lines.append(f"{where}: now at schema revision {head()}")
-            return lines
+        return _migrate(engine, sqlite_path, now)
+    except DatabaseError as exc:  # connecting, locking or reading (a revision's own errors are InputErrors)
+        raise InputError(f"could not read the database ({str(exc.orig).strip().splitlines()[0]})", path=where,
+                         field="db") from None
     finally:
         engine.dispose()
+
+
+def _migrate(engine: Engine, sqlite_path: Path | None, now: dt.datetime | None) -> list[str]:
+    where = _where(engine)
+    with writer(engine).begin() as conn:  # holds the write lock from the backup to the commit
+        _lock(conn)
+        state = schema_state(conn)
+        if state.kind == "current":
+            return [f"{where}: already at schema revision {state.revision}: nothing to do"]
+        if state.kind == "empty":
+            raise InputError("not a ClickMe database (no ClickMe tables): `drawgap clickme serve` makes a new one",
+                             path=where, field="db")
+        if state.kind == "unknown":
+            raise _refusal(engine, state)
+        lines = []
+        if sqlite_path is not None:
+            lines.append(f"backup: {backup_sqlite(sqlite_path, now)}")
+        else:
+            lines.append("no backup made (PostgreSQL: use pg_dump for one); the upgrade is one transaction")
+        if state.kind == "unversioned":
+            MigrationContext.configure(conn).stamp(script_directory(), BASELINE)
+            lines.append(f"recognised a database made before schema versions as {BASELINE}")
+        lines += upgrade(conn)
+        if sqlite_path is not None and (bad := conn.exec_driver_sql("PRAGMA foreign_key_check").all()):
+            raise InputError(f"the upgrade left rows whose foreign keys point nowhere ({bad[:3]}); rolled back",
+                             path=where, field="db")
+        check_schema(conn)  # revisions that disagree with the models roll back here
+        lines.append(f"{where}: now at schema revision {head()}")
+        return lines
 
