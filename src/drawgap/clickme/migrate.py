@@ -26,6 +26,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import event, func, inspect, select
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DatabaseError, SQLAlchemyError
@@ -91,7 +92,7 @@ def schema_state(conn: Connection) -> SchemaState:
         return SchemaState("current", revision)
     try:
         script_directory().get_revision(revision)
-    except Exception:  # alembic raises several types for an unknown id
+    except CommandError:
         return SchemaState("unknown", revision, f"schema revision {revision!r} is not one this drawgap version knows "
                                                 f"(a newer drawgap made it?)")
     return SchemaState("behind", revision)
@@ -104,8 +105,8 @@ def _where(engine: Engine) -> str:
 def _refusal(engine: Engine, state: SchemaState) -> InputError:
     if state.kind in ("unversioned", "behind"):
         was = "made before schema versions" if state.kind == "unversioned" else f"at schema revision {state.revision}"
-        return InputError(f"the database was {was}; this drawgap needs schema revision {head()}: run `drawgap clickme migrate --db "
-                          f"{_where(engine)}` (with its server stopped)", path=_where(engine), field="db")
+        return InputError(f"the database was {was}; this drawgap needs schema revision {head()}: run `drawgap clickme "
+                          f"migrate --db {_where(engine)}` (with its server stopped)", path=_where(engine), field="db")
     return InputError(f"not a ClickMe database of this drawgap version: {state.problem}", path=_where(engine), field="db")
 
 
