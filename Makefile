@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test venv clean clickme-web
+.PHONY: demo test venv clean clickme-web dist
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ $(CLICKME_WEB)/dist/index.html: $(CLICKME_WEB)/package-lock.json $(CLICKME_WEB)/
 
 clickme-web: $(CLICKME_WEB)/dist/index.html
 
+# Release files in dist/: the page first (git ignores it, so a wheel built from a bare clone would lack it), then
+# `python -m build`: the sdist and the wheel built from it, with the page, the migrations and the shipped weights.
+dist: clickme-web | $(VENV)/.installed
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 demo: $(VENV)/.installed clickme-web
 	$(BIN)/drawgap demo --out $(DEMO_OUT)
 
@@ -35,4 +41,4 @@ test: $(VENV)/.installed clickme-web
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache dist

@@ -343,6 +343,18 @@ def compare_cmd(
 clickme_app = typer.Typer(help="ClickMe, the online game that collects human importance maps (SPEC.md 5.1).", no_args_is_help=True)
 app.add_typer(clickme_app, name="clickme")
 _DB_HELP = "Database URL (sqlite:///file.db, postgresql+psycopg://user@host:port/db) or a SQLite file path."
+# What the `clickme` extra of pyproject.toml installs, as top-level modules (psycopg[binary] is psycopg).
+_CLICKME_EXTRA_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "httpx")
+
+
+def _require_clickme_extra() -> None:
+    """The server's verbs need the `clickme` extra: say so in one line (exit 2) instead of failing on an import."""
+    from importlib.util import find_spec
+
+    missing = [m for m in _CLICKME_EXTRA_MODULES if find_spec(m) is None]
+    if missing:
+        raise InputError(f"ClickMe's server needs the clickme extra (not installed: {', '.join(missing)}): "
+                         "pip install 'drawgap[clickme]'")
 
 
 @clickme_app.command("stimuli")
@@ -386,6 +398,7 @@ def clickme_serve(
     torch_threads: int = typer.Option(1, "--torch-threads", help="CPU threads of each partner's network."),
 ) -> None:
     """Run the game's server: the experiment page, the partner and the database."""
+    _require_clickme_extra()
     from drawgap.clickme.app import serve
     from drawgap.clickme.config import GameConfig, read_consent
 
@@ -405,6 +418,7 @@ def clickme_export(
     include_practice: bool = typer.Option(False, "--include-practice", help="Also export the practice trials."),
 ) -> None:
     """Export every painted point for human importance maps."""
+    _require_clickme_extra()
     from drawgap.clickme.db import open_existing
     from drawgap.clickme.export import export_clicks
 
@@ -418,6 +432,7 @@ def clickme_status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Print the progress per stimulus: assigned, played, recognized, skipped, mean score."""
+    _require_clickme_extra()
     import json
 
     from drawgap.clickme.db import open_existing
@@ -426,6 +441,19 @@ def clickme_status(
     engine = open_existing(db)
     rows, total = stimulus_progress(engine), totals(engine)
     typer.echo(json.dumps({"totals": total, "stimuli": rows}, indent=1) if as_json else format_status(rows, total))
+
+
+@clickme_app.command("migrate")
+def clickme_migrate(
+    db: str = typer.Option("clickme.sqlite3", "--db", help=_DB_HELP),
+) -> None:
+    """Upgrade a database made by an older drawgap to this version's schema, in place, in one transaction (stop
+    its server first). A SQLite database is first copied to <file>.<UTC time>.bak beside it."""
+    _require_clickme_extra()
+    from drawgap.clickme.migrate import migrate
+
+    for line in migrate(db):
+        typer.echo(line)
 
 
 # ----------------------------------------------------------------------------------------------- critics

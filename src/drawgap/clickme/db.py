@@ -8,6 +8,7 @@ timeout instead of failing when a read lock cannot be upgraded, while readers ne
 Tables: `stimuli` (copied from the stimuli manifest at server start), `settings` (the game's config),
 `participants`, `assignments` (each participant's sequence, practice included), `trials` (one row per
 finished trial, keyed by the client's trial id) and `clicks` (every painted point of a trial, in order).
+Schema versions (Alembic revisions, `drawgap clickme migrate`) are in migrate.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint,
                         create_engine, event)
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -152,34 +153,37 @@ def make_engine(url: str | os.PathLike | None = None, create: bool = True) -> En
     else:
         raise InputError(f"expected a sqlite or postgresql URL, got {parsed.get_backend_name()!r}", field="db")
     if create:
-        check_schema(engine)  # before create_all: a refused database is left as it was
-        Base.metadata.create_all(engine)
+        from drawgap.clickme.migrate import prepare
+
+        prepare(engine)  # a new database at the newest schema revision; any other refused, left as it was
     return engine
 
 
-def check_schema(engine: Engine) -> None:
-    """Refuse a database whose tables lack columns this version writes (one made by another drawgap
-    version), before a server starts on it, rather than failing on the first trial. There are no migrations
-    (`create_all` only makes missing tables), so the way out is a new database."""
+def check_schema(bind: Engine | Connection) -> None:
+    """Refuse a database whose tables lack columns this version writes, although its schema revision says
+    otherwise (changed by hand, or revisions that disagree with the models), rather than fail on the first
+    trial."""
     from sqlalchemy import inspect
 
-    inspector = inspect(engine)
+    inspector = inspect(bind)
     tables = set(inspector.get_table_names())
     for table in Base.metadata.sorted_tables:
         if table.name not in tables:
-            continue
+            raise InputError(f"table {table.name!r} is missing", path=bind.engine.url.render_as_string(hide_password=True),
+                             field="db")
         have = {c["name"] for c in inspector.get_columns(table.name)}
         missing = [c.name for c in table.columns if c.name not in have]
         if missing:
-            raise InputError(f"table {table.name!r} lacks columns {missing}: the database was made by another drawgap "
-                             f"version; export it with that version and use a new database",
-                             path=engine.url.render_as_string(hide_password=True), field="db")
+            raise InputError(f"table {table.name!r} lacks columns {missing} that this drawgap version writes",
+                             path=bind.engine.url.render_as_string(hide_password=True), field="db")
 
 
 def open_existing(url: str | os.PathLike | None) -> Engine:
-    """An engine for a database a ClickMe server has already written (for export and status)."""
-    from sqlalchemy import inspect
+    """An engine for a database a ClickMe server has already written (for export and status), which must be at
+    the newest schema revision (else: run `drawgap clickme migrate`)."""
     from sqlalchemy.exc import DatabaseError  # OperationalError, and "file is not a database"
+
+    from drawgap.clickme.migrate import require_current
 
     text = normalize_url(url)
     parsed = make_url(text)
@@ -187,12 +191,8 @@ def open_existing(url: str | os.PathLike | None) -> Engine:
         raise InputError("no such database file", path=parsed.database, field="db")
     engine = make_engine(text, create=False)
     try:
-        tables = set(inspect(engine).get_table_names())
+        require_current(engine)
     except DatabaseError as exc:
         where = parsed.database if parsed.get_backend_name() == "sqlite" else None
         raise InputError(f"could not open the database ({str(exc.orig).strip().splitlines()[0]})", path=where, field="db") from None
-    missing = {t.name for t in Base.metadata.sorted_tables} - tables
-    if missing:
-        raise InputError(f"not a ClickMe database: missing tables {sorted(missing)}", path=parsed.render_as_string(hide_password=True), field="db")
-    check_schema(engine)
     return engine
