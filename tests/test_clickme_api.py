@@ -57,9 +57,30 @@ def app(stimuli, partner, db_url):
     return create_app(stimuli, db_url, config=CONFIG, admin_token=TOKEN, partner=partner)
 
 
+class ParticipantClient(TestClient):
+    """A TestClient that sends each participant's token (from their start) as the page does, unless the
+    request names its own X-Participant-Token (or `anonymous=True`)."""
+
+    tokens: dict
+
+    def request(self, method, url, *args, anonymous=False, **kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        body = kwargs.get("json") if isinstance(kwargs.get("json"), dict) else {}
+        parts = str(url).split("/")
+        ids = (body.get("study_id"), body.get("participant_id")) if body else \
+            (tuple(parts[-2:]) if str(url).startswith("/api/participants/") else None)
+        if not anonymous and "x-participant-token" not in headers and ids in self.tokens:
+            headers["x-participant-token"] = self.tokens[ids]
+        response = super().request(method, url, *args, headers=headers, **kwargs)
+        if str(url) == "/api/participants" and response.status_code == 200 and "participant_token" in response.json():
+            self.tokens[ids] = response.json()["participant_token"]
+        return response
+
+
 @pytest.fixture
 def client(app):
-    with TestClient(app) as c:
+    with ParticipantClient(app) as c:
+        c.tokens = {}
         yield c
 
 
@@ -78,7 +99,7 @@ def trial_body(state, position, *, practice=False, points=None, ids=IDS, **over)
     body = {**ids, "trial_id": str(uuid.uuid4()), "practice": practice, "position": position,
             "stimulus_id": item["stimulus_id"], "points": points,
             "partner": [{"n_points": 10, "t": 90, "guess": "shape01", "correct": False}],
-            "outcome": "timeout", "score": 0, "duration_ms": 7000}
+            "outcome": "timeout", "score": 0, "duration_ms": 300}
     body.update(over)
     return body
 
@@ -138,7 +159,7 @@ def test_replayed_trial_is_stored_once(app, client):
     assert again.json()["duplicate"] is True and again.json()["next_trial"] == 1
     assert count(app, TrialRow) == 1 and count(app, ClickRow) == 12
     # The same id with other data is refused, and a second id for the same slot too.
-    changed = {**body, "points": body["points"][:5]}
+    changed = {**body, "points": body["points"][:11]}
     assert client.post("/api/trials", json=changed).status_code == 409
     other_id = {**body, "trial_id": str(uuid.uuid4())}
     r = client.post("/api/trials", json=other_id)
@@ -252,7 +273,8 @@ def test_admin_routes_need_the_token(client, stimuli, partner, db_url):
 
 def test_export_and_status_hold_exactly_the_submitted_points(app, client, tmp_path):
     state = start(client)
-    bodies = [trial_body(state, k, points=[[k, 2 * k + i, i] for i in range(5 + k)]) for k in range(2)]
+    few = [{"n_points": 5, "t": 4, "guess": "shape01", "correct": False}]
+    bodies = [trial_body(state, k, points=[[k, 2 * k + i, i] for i in range(5 + k)], partner=few) for k in range(2)]
     bodies.append(trial_body(state, 0, practice=True))
     for b in bodies:
         assert client.post("/api/trials", json=b).status_code == 201
@@ -272,7 +294,7 @@ def test_export_and_status_hold_exactly_the_submitted_points(app, client, tmp_pa
             assert arrays["categories"][arrays["category"][mine][0]] == state["trials"][k]["category"]
             assert arrays["participant_ids"][arrays["participant"][mine][0]] == "study-1/p-1"
     status = client.get("/api/admin/status", headers={"authorization": f"Bearer {TOKEN}"}).json()
-    assert status["totals"] == {"participants": 1, "completed": 0, "trials": 2}
+    assert status["totals"] == {"participants": 1, "registered": 1, "completed": 0, "trials": 2}
     done = {s["id"]: s for s in status["stimuli"]}
     for k in range(3):
         assert done[state["trials"][k]["stimulus_id"]]["assigned"] == 1
@@ -299,14 +321,17 @@ def test_the_consent_shown_is_served_and_every_version_is_kept_with_the_data(sti
 
     from drawgap.clickme.export import consent_of_participants
 
-    with TestClient(create_app(stimuli, db_url, config=CONFIG, partner=partner)) as c:
+    tokens = {}
+    with ParticipantClient(create_app(stimuli, db_url, config=CONFIG, partner=partner)) as c:
+        c.tokens = tokens
         first = c.get("/api/consent").json()
         early = start(c, {"study_id": "study-1", "participant_id": "p-0"})
     assert first["title"] == "Consent to take part" and len(first["paragraphs"]) == 3
     # The same database, a revised consent text (as a review board may ask mid-study), served again.
     revised = replace(CONFIG, consent_title="Study 7 consent", consent_paragraphs=("Revised text.", "Agree?"))
     app2 = create_app(stimuli, db_url, config=revised, partner=partner)
-    with TestClient(app2) as c:
+    with ParticipantClient(app2) as c:
+        c.tokens = tokens
         second = c.get("/api/consent").json()
         assert second["paragraphs"] == ["Revised text.", "Agree?"] and second["sha256"] != first["sha256"]
         late = start(c)
