@@ -48,14 +48,17 @@ def test_effort_rule_golden():
 
     assert (GameConfig().address_join_burst, GameConfig().address_partner_burst, GameConfig().partner_cost(3000),
             GameConfig().address_partner_rate_per_s) == (JOIN_BURST, PARTNER_BURST, 5, PARTNER_RATE)
-    config = GameConfig(effort_min_trial_ms=200, effort_min_points=5, effort_max_skipped_fraction=0.5)
+    config = GameConfig(effort_min_trial_ms=1000, effort_min_points=5, effort_max_skipped_fraction=0.5)
     played, skipped = TrialEffort("timeout", 40, 7000), TrialEffort("skipped", 0, 0)
     assert effort_problem([played] * 2 + [skipped] * 2, elapsed_ms=14_000, config=config) is None  # 2 of 4: allowed
     why = effort_problem([played] + [skipped] * 2, elapsed_ms=14_000, config=config)
     assert why.startswith("2 of 3 drawings were skipped or barely played") and "at most 50%" in why
-    # too few points, too short: not played either
-    assert effort_problem([played, TrialEffort("timeout", 4, 7000), TrialEffort("recognized", 9, 199)], 30_000, config)
-    assert effort_problem([played, TrialEffort("recognized", 5, 200)], 30_000, config) is None
+    # too few points, or unrecognized and too short: not played either; a fast recognition is played
+    assert effort_problem([played, TrialEffort("timeout", 4, 7000), TrialEffort("timeout", 9, 999)], 30_000, config)
+    assert effort_problem([played, TrialEffort("recognized", 5, 60)], 30_000, config) is None
+    assert effort_problem([played] + [TrialEffort("recognized", 4, 60)] * 2, 30_000, config) is not None
+    short = GameConfig(time_limit_s=0.5, effort_min_trial_ms=1000)  # a time limit under the threshold caps it
+    assert effort_problem([TrialEffort("timeout", 9, 500)], 30_000, short) is None
     # claimed 21 s of play in a 10 s session: 21,000 > 10,000 x 1.05 + 2,000
     assert "lasted 10.0 s" in effort_problem([played] * 3, elapsed_ms=10_000, config=config)
     assert effort_problem([played] * 3, elapsed_ms=18_200, config=config) is None  # 21,000 <= 18,200 x 1.05 + 2,000
@@ -75,7 +78,7 @@ def test_impersonation_without_the_token_fails(stimuli, tmp_path):
             mine = {TOKEN: token}
             # The victim plays both trials and gets a code.
             for item in started["trials"]:
-                body = {**skipped_trial(ids, item), "outcome": "timeout", "points": [[5, 5, 0]] * 6, "duration_ms": 250}
+                body = {**skipped_trial(ids, item), "outcome": "timeout", "points": [[5, 5, 0]] * 6, "duration_ms": 1000}
                 assert victim.post("/api/trials", json=body, headers=mine).status_code == 201
             code = victim.get("/api/participants/paid/worker-1", headers=mine).json()["completion_code"]
             assert code

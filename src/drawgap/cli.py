@@ -354,7 +354,7 @@ def clickme_serve(
     admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="DRAWGAP_CLICKME_ADMIN_TOKEN",
                                               help="Token for /api/admin/*; without one those routes are disabled. Prefer "
                                                    "the environment variable: a command line is visible to every local user."),
-    min_trial_ms: int = typer.Option(200, "--min-trial-ms", help="Completion code: a trial shorter than this does not count as played."),
+    min_trial_ms: int = typer.Option(1000, "--min-trial-ms", help="Completion code: an unrecognized trial shorter than this (or the time limit) does not count as played."),
     min_points: int = typer.Option(5, "--min-points", help="Completion code: a trial with fewer points does not count as played."),
     body_timeout: float = typer.Option(10.0, "--body-timeout", help="Seconds a request body may take to arrive (then 408)."),
     max_skipped: float = typer.Option(0.5, "--max-skipped", help="Completion code: the largest fraction of the required trials (practice included) that may be skipped or not played."),

@@ -25,6 +25,7 @@ many partner queries or new participants (per participant, per client address or
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import tempfile
@@ -44,7 +45,7 @@ from drawgap.clickme.partner import Partner
 from drawgap.clickme.processes import check_port_free, exit_with_parent, rate_limit_path
 from drawgap.clickme.schemas import TIME_SLACK_MS, ParticipantIn, PartnerIn, TrialIn, point_problems, trial_problems
 from drawgap.clickme.security import (PARTICIPANT_TOKEN_HEADER, GuardMiddleware, RateLimiter, SharedRateLimiter,
-                                      client_address, token_matches)
+                                      client_address, recognition_proof, token_matches)
 from drawgap.clickme.status import stimulus_progress, totals
 from drawgap.clickme.stimuli import load_stimuli
 from drawgap.clickme.store import ClickMeStore, StoreError, TrialRecord
@@ -193,7 +194,11 @@ def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = No
         guess = await batcher.guess(stimuli.image(body.stimulus_id), body.points, category)
         # The server's share of the latency (queue + batch), for load tests: Server-Timing is a standard header.
         response.headers["server-timing"] = f"partner;dur={(time.perf_counter() - started) * 1000:.1f}"
-        return {**guess.to_json(), "n_points": len(body.points)}
+        answer = {**guess.to_json(), "n_points": len(body.points)}
+        if guess.correct:
+            answer["proof"] = recognition_proof(store.recognition_key, body.study_id, body.participant_id, str(body.trial_id),
+                                                body.stimulus_id, len(body.points), guess.category)
+        return answer
 
     # ------------------------------------------------------------------------------------------- trials
 
@@ -203,6 +208,11 @@ def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = No
         if problem:
             raise ApiError(422, problem)
         info = store.authenticate(body.study_id, body.participant_id, token)
+        if body.outcome == "recognized" and not any(
+                a.correct and a.proof and hmac.compare_digest(a.proof, recognition_proof(
+                    store.recognition_key, body.study_id, body.participant_id, str(body.trial_id), body.stimulus_id,
+                    a.n_points, a.guess)) for a in body.partner):
+            raise ApiError(422, "outcome: 'recognized' needs the partner's signed answer (its 'proof') for this trial")
         record = TrialRecord(
             trial_id=str(body.trial_id), study_id=body.study_id, participant_id=body.participant_id,
             practice=body.practice, position=body.position, stimulus_id=body.stimulus_id,

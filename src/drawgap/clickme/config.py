@@ -80,9 +80,10 @@ class GameConfig:
     body_timeout_s: float = 10.0  # a request body that takes longer to arrive is refused (408)
     max_cached_participants: int = 10_000  # the server's in-memory participant cache (LRU)
     # Plausible effort, for the completion code: a trial counts as played when it is not skipped, has at least
-    # `effort_min_points` points and lasted at least `effort_min_trial_ms`; at most `effort_max_skipped_fraction`
-    # of the required trials (practice included) may be skipped or not played.
-    effort_min_trial_ms: int = 200
+    # `effort_min_points` points and, unless recognized, lasted at least `effort_min_trial_ms` (or the time
+    # limit); at most `effort_max_skipped_fraction` of the required trials (practice included) may be skipped
+    # or not played (effort.py).
+    effort_min_trial_ms: int = 1000
     effort_min_points: int = 5
     effort_max_skipped_fraction: float = 0.5
     # The consent page: a title and paragraphs of plain text (`read_consent` reads them from a file).

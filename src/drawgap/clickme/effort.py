@@ -4,9 +4,10 @@ On a paid platform a completion code is money, so it is given only when every re
 included) is stored and the trials show plausible effort (thresholds in `GameConfig`, recorded in the
 export's meta):
 
-- a trial counts as played when it is not skipped, has at least `effort_min_points` points and lasted at
-  least `effort_min_trial_ms`; at most `effort_max_skipped_fraction` of the required trials may be skipped or
-  not played;
+- a trial counts as played when it is not skipped, has at least `effort_min_points` points and, unless the
+  partner recognized it (which can take well under a second), lasted at least `effort_min_trial_ms` (or the
+  time limit, if shorter); at most `effort_max_skipped_fraction` of the required trials may be skipped or not
+  played;
 - the trials' durations, as the page reports them, must fit in the time the server saw the session last
   (consent to last trial, by the server's clock, with TIME_SLACK_MS and 5 % to spare): a client that claims
   long trials must also take that long.
@@ -33,12 +34,13 @@ def effort_problem(trials: list[TrialEffort], elapsed_ms: float, config: GameCon
     """Why these required trials (all of them, practice included) do not earn the completion code, or None."""
     if not trials:
         return None
+    min_ms = min(config.effort_min_trial_ms, config.time_limit_ms)
     played = sum(t.outcome != "skipped" and t.n_points >= config.effort_min_points
-                 and t.duration_ms >= config.effort_min_trial_ms for t in trials)
+                 and (t.outcome == "recognized" or t.duration_ms >= min_ms) for t in trials)
     idle = len(trials) - played
     if idle > config.effort_max_skipped_fraction * len(trials):
         return (f"{idle} of {len(trials)} drawings were skipped or barely played (fewer than "
-                f"{config.effort_min_points} points or under {config.effort_min_trial_ms} ms); at most "
+                f"{config.effort_min_points} points, or unrecognized in under {min_ms} ms); at most "
                 f"{config.effort_max_skipped_fraction:.0%} may be")
     claimed = sum(t.duration_ms for t in trials)
     if claimed > elapsed_ms * CLOCK_TOLERANCE + TIME_SLACK_MS:

@@ -44,6 +44,7 @@ class PartnerAnswer(_Body):
     t: Annotated[int, Field(ge=0, le=MAX_TIME_LIMIT_MS + TIME_SLACK_MS, strict=True)]
     guess: Annotated[str, StringConstraints(max_length=256)]
     correct: StrictBool
+    proof: Annotated[str, StringConstraints(max_length=64)] | None = None  # the server's signature on a correct answer
 
 
 class TrialIn(_Body):

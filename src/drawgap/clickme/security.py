@@ -284,6 +284,14 @@ def digest_matches(expected_digest: str, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(token_digest(token), expected_digest)
 
 
+def recognition_proof(key: bytes, study_id: str, participant_id: str, trial_id: str, stimulus_id: str,
+                      n_points: int, guess: str) -> str:
+    """The server's signature on "the partner recognized this drawing from these first `n_points` points of
+    this trial": the page returns it with the trial, so a recognition (and its score) cannot be made up."""
+    message = "\0".join([study_id, participant_id, str(trial_id), stimulus_id, str(n_points), guess]).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
 def token_matches(expected: str, authorization: str | None) -> bool:
     """Whether an `Authorization: Bearer <token>` header carries `expected` (constant-time comparison)."""
     if not authorization:

@@ -181,7 +181,8 @@ class SimulatedParticipant:
                 self.log.partner_server_ms.append(float(timing["app"]))
             answer = resp.json()
             t = points[k - 1][2]
-            answers.append({"n_points": k, "t": t, "guess": answer["guess"], "correct": answer["correct"]})
+            answers.append({"n_points": k, "t": t, "guess": answer["guess"], "correct": answer["correct"],
+                            **({"proof": answer["proof"]} if "proof" in answer else {})})
             if answer["correct"]:
                 outcome, score, end_ms, points = "recognized", round(max(0.0, 1 - t / limit_ms) * 100, 1), t, points[:k]
                 break

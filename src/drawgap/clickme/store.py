@@ -147,6 +147,13 @@ class ClickMeStore:
                 s.add(SettingRow(key="consent_versions", value={"versions": [consent]}))
             elif consent["sha256"] not in [v["sha256"] for v in versions.value["versions"]]:
                 versions.value = {"versions": [*versions.value["versions"], consent]}
+            # The key that signs the partner's correct answers (security.recognition_proof): one per database,
+            # so that every worker and every restart accepts what the others signed.
+            key = s.get(SettingRow, "recognition_key")
+            if key is None:
+                key = SettingRow(key="recognition_key", value={"hex": secrets.token_hex(32)})
+                s.add(key)
+            self.recognition_key = bytes.fromhex(key.value["hex"])
             existing = {r.id: r for r in s.scalars(select(StimulusRow))}
             for st in [*self.stimuli.stimuli, *self.stimuli.practice]:
                 row = existing.get(st.id)
