@@ -9,7 +9,13 @@ Pace "human" (default): before each drawing 0.5-1.5 s to read the category and p
 point every 10 ms (the game's sampling) for 30-120 points, the partner asked every 10 points, as in the
 original game. Pace "none": no waiting at all (a stress test, not a model of people).
 
+Each honest participant connects from its own loopback address (127.0.1.k), as people on the internet do.
+`--abusive N` adds an abusive client on 127.0.0.66 for the whole run: it starts fresh participants as fast as
+the server lets it (up to N) and sends each one's partner 3,000-point queries in a tight loop; it prints what
+the server let through. The PASS line is about the honest participants only.
+
     python benchmarks/bench_clickme.py                       # 50 participants x 20 trials, SQLite
+    python benchmarks/bench_clickme.py --abusive 200         # ... beside an abusive client
     python benchmarks/bench_clickme.py --db postgresql       # a throwaway PostgreSQL server on 127.0.0.1
 """
 
@@ -22,6 +28,8 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -67,11 +75,19 @@ def percentile(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def honest_address(k: int) -> str:
+    return f"127.0.{1 + k // 250}.{1 + k % 250}"
+
+
 async def drive(url: str, ids: list[int], pace: Pace, max_seconds: float):
-    limits = httpx.Limits(max_connections=len(ids) * 2, max_keepalive_connections=len(ids) * 2)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
-        sims = [SimulatedParticipant(client, "bench", f"p{k:03d}", seed=k, pace=pace, retry_for_s=30) for k in ids]
+    clients = [httpx.AsyncClient(base_url=url, timeout=30.0, transport=httpx.AsyncHTTPTransport(local_address=honest_address(k)))
+               for k in ids]
+    try:
+        sims = [SimulatedParticipant(c, "bench", f"p{k:03d}", seed=k, pace=pace, retry_for_s=30) for c, k in zip(clients, ids)]
         return await asyncio.wait_for(asyncio.gather(*(s.play() for s in sims)), timeout=max_seconds)
+    finally:
+        for c in clients:
+            await c.aclose()
 
 
 def drive_process(url: str, ids: list[int], pace_name: str, max_seconds: float):
@@ -91,6 +107,38 @@ def drive_all(url: str, participants: int, pace_name: str, max_seconds: float, p
     return [log for logs in results for log in logs], time.perf_counter() - start
 
 
+async def abuse(url: str, participants: int, stop_at: float) -> Counter:
+    """Fresh participants as fast as the server allows, each asking its partner about 3,000 points in a loop."""
+    big = [[k % 256, (k // 256) % 256, k] for k in range(3000)]
+    counts: Counter = Counter()
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.66")
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, transport=transport) as client:
+        async def one(k: int) -> None:
+            ids = {"study_id": "abuse", "participant_id": f"fake{k:05d}"}
+            while time.monotonic() < stop_at:
+                r = await client.post("/api/participants", json={**ids, "consent": True})
+                counts[f"start {r.status_code}"] += 1
+                if r.status_code == 200:
+                    state = r.json()
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                return
+            body = {**ids, "trial_id": str(uuid.uuid4()), "stimulus_id": state["trials"][0]["stimulus_id"], "points": big}
+            while time.monotonic() < stop_at:
+                r = await client.post("/api/partner", json=body, headers={"x-participant-token": state["participant_token"]})
+                counts[f"partner {r.status_code}"] += 1
+                if r.status_code == 429:
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(one(k) for k in range(participants)))
+    return counts
+
+
+def abuse_process(url: str, participants: int, seconds: float) -> Counter:
+    return asyncio.run(abuse(url, participants, time.monotonic() + seconds))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--participants", type=int, default=50)
@@ -101,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="server processes")
     ap.add_argument("--client-processes", type=int, default=4, help="processes simulating the participants")
     ap.add_argument("--max-seconds", type=float, default=600.0, help="give up after this long")
+    ap.add_argument("--abusive", type=int, default=0, help="fresh participants an abusive client tries to start")
+    ap.add_argument("--abuse-seconds", type=float, default=60.0, help="how long the abusive client runs")
     args = ap.parse_args(argv)
     if not (1 <= args.participants <= 500 and 1 <= args.trials <= 100):
         ap.error("keep it bounded: 1..500 participants, 1..100 trials")
@@ -123,7 +173,16 @@ def main(argv=None) -> int:
         try:
             cpu_before = process_tree_cpu(server.proc.pid)
             load_before = os.getloadavg()[0]
+            abuser = None
+            if args.abusive:
+                from concurrent.futures import ProcessPoolExecutor
+
+                abuse_pool = ProcessPoolExecutor(1)
+                abuser = abuse_pool.submit(abuse_process, server.url, args.abusive, args.abuse_seconds)
             logs, wall = drive_all(server.url, args.participants, args.pace, args.max_seconds, args.client_processes)
+            abused = abuser.result() if abuser else None
+            if abuser:
+                abuse_pool.shutdown()
             server_cpu = process_tree_cpu(server.proc.pid) - cpu_before
             load_after = os.getloadavg()[0]
         finally:
@@ -162,6 +221,9 @@ def main(argv=None) -> int:
     requests = len(partner_ms) + len(submit_ms)
     print(f"server CPU: {server_cpu:.1f} s ({100 * server_cpu / wall:.0f}% of one core), "
           f"{1000 * server_cpu / max(requests, 1):.2f} ms per request")
+    if abused is not None:
+        print(f"abusive client (127.0.0.66, {args.abusive} fresh participants tried, 3,000-point partner queries, "
+              f"{args.abuse_seconds:g} s): " + ", ".join(f"{k}: {v}" for k, v in sorted(abused.items())))
     ok = not lost and not duplicated and not wrong and len(stored) == expected and percentile(partner_ms, 95) < 100
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

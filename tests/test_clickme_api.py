@@ -20,7 +20,7 @@ from drawgap.clickme.testing import TemporaryPostgres, make_test_stimuli
 
 TOKEN = "s3cret-token"
 CONFIG = GameConfig(trials_per_participant=3, practice_trials=1, max_points_per_trial=400, max_body_bytes=20_000,
-                    partner_rate_per_s=5, partner_burst=4)
+                    partner_rate_per_s=5, partner_burst=4, effort_min_trial_ms=100)  # trials here claim 300 ms
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,30 @@ def app(stimuli, partner, db_url):
     return create_app(stimuli, db_url, config=CONFIG, admin_token=TOKEN, partner=partner)
 
 
+class ParticipantClient(TestClient):
+    """A TestClient that sends each participant's token (from their start) as the page does, unless the
+    request names its own X-Participant-Token (or `anonymous=True`)."""
+
+    tokens: dict
+
+    def request(self, method, url, *args, anonymous=False, **kwargs):
+        headers = dict(kwargs.pop("headers", None) or {})
+        body = kwargs.get("json") if isinstance(kwargs.get("json"), dict) else {}
+        parts = str(url).split("/")
+        ids = (body.get("study_id"), body.get("participant_id")) if body else \
+            (tuple(parts[-2:]) if str(url).startswith("/api/participants/") else None)
+        if not anonymous and "x-participant-token" not in headers and ids in self.tokens:
+            headers["x-participant-token"] = self.tokens[ids]
+        response = super().request(method, url, *args, headers=headers, **kwargs)
+        if str(url) == "/api/participants" and response.status_code == 200 and "participant_token" in response.json():
+            self.tokens[ids] = response.json()["participant_token"]
+        return response
+
+
 @pytest.fixture
 def client(app):
-    with TestClient(app) as c:
+    with ParticipantClient(app) as c:
+        c.tokens = {}
         yield c
 
 
@@ -78,7 +99,7 @@ def trial_body(state, position, *, practice=False, points=None, ids=IDS, **over)
     body = {**ids, "trial_id": str(uuid.uuid4()), "practice": practice, "position": position,
             "stimulus_id": item["stimulus_id"], "points": points,
             "partner": [{"n_points": 10, "t": 90, "guess": "shape01", "correct": False}],
-            "outcome": "timeout", "score": 0, "duration_ms": 7000}
+            "outcome": "timeout", "score": 0, "duration_ms": 300}
     body.update(over)
     return body
 
@@ -91,7 +112,18 @@ def count(app, model) -> int:
 # ------------------------------------------------------------------------------------------ sessions
 
 
-def test_session_sequence_and_resume(client):
+def signed(app, body: dict) -> dict:
+    """`body` with a proof on each correct answer, as the server signs the answers its partner gives."""
+    from drawgap.clickme.security import recognition_proof
+
+    key = app.state.store.recognition_key
+    body["partner"] = [{**a, "proof": recognition_proof(key, body["study_id"], body["participant_id"], body["trial_id"],
+                                                         body["stimulus_id"], a["n_points"], a["guess"])}
+                       if a["correct"] else a for a in body["partner"]]
+    return body
+
+
+def test_session_sequence_and_resume(app, client):
     assert client.get("/api/participants/study-1/p-1").status_code == 404
     assert client.post("/api/participants", json={**IDS, "consent": False}).status_code == 422
     state = start(client)
@@ -110,7 +142,7 @@ def test_session_sequence_and_resume(client):
         score = 40.0 if k == 1 else 0
         outcome = "recognized" if k == 1 else "timeout"
         partner = [{"n_points": 10, "t": 90, "guess": resumed["trials"][k]["category"], "correct": k == 1}]
-        r = client.post("/api/trials", json=trial_body(resumed, k, score=score, outcome=outcome, partner=partner))
+        r = client.post("/api/trials", json=signed(app, trial_body(resumed, k, score=score, outcome=outcome, partner=partner)))
         assert r.status_code == 201, r.text
         assert r.json()["stored"] is True and r.json()["next_trial"] == k + 1
     final = client.get("/api/participants/study-1/p-1").json()
@@ -138,7 +170,7 @@ def test_replayed_trial_is_stored_once(app, client):
     assert again.json()["duplicate"] is True and again.json()["next_trial"] == 1
     assert count(app, TrialRow) == 1 and count(app, ClickRow) == 12
     # The same id with other data is refused, and a second id for the same slot too.
-    changed = {**body, "points": body["points"][:5]}
+    changed = {**body, "points": body["points"][:11]}
     assert client.post("/api/trials", json=changed).status_code == 409
     other_id = {**body, "trial_id": str(uuid.uuid4())}
     r = client.post("/api/trials", json=other_id)
@@ -162,6 +194,11 @@ def test_replayed_trial_is_stored_once(app, client):
     (lambda b: b.update(score=50), 422, "expected 0"),
     (lambda b: b.update(duration_ms=60_000), 422, "over the time limit"),
     (lambda b: b.update(extra_field=1), 422, "extra_field"),
+    # the partner's answers as the page recorded them: bounded, and within the trial
+    (lambda b: b.update(partner=[{"n_points": 10 ** 40, "t": 90, "guess": "x", "correct": False}]), 422, "partner.0.n_points: Input should be less than or equal to 100000"),
+    (lambda b: b.update(partner=[{"n_points": 10, "t": 10 ** 40, "guess": "x", "correct": False}]), 422, "partner.0.t: Input should be less than or equal to 602000"),
+    (lambda b: b.update(partner=[{"n_points": 13, "t": 90, "guess": "x", "correct": False}]), 422, "more than the trial's 12"),
+    (lambda b: b.update(partner=[{"n_points": 10, "t": 2301, "guess": "x", "correct": False}]), 422, "after the trial's end"),
 ])
 def test_bad_trials_are_refused_with_the_reason(app, client, mutate, status, says):
     body = trial_body(start(client), 0)
@@ -214,9 +251,25 @@ def test_partner_recognizes_the_fully_revealed_exemplar(client, stimuli):
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["guess"] == exemplar["category"] and answer["correct"] is True and answer["n_points"] == len(points)
+    # Its signed answer makes a recognized trial; a made-up or altered one does not.
+    assert len(answer["proof"]) == 32
+    for item in state["trials"][:exemplar["position"]]:
+        assert client.post("/api/trials", json=trial_body(state, item["position"], ids=body_ids(body))).status_code == 201
+    claim = {"n_points": len(points), "t": 0, "guess": exemplar["category"], "correct": True}
+    trial = trial_body(state, exemplar["position"], ids=body_ids(body), trial_id=body["trial_id"], points=points,
+                       outcome="recognized", score=99.0, duration_ms=100)
+    for forged in ({}, {"proof": "0" * 32}, {"proof": answer["proof"], "n_points": len(points) - 1}):
+        r = client.post("/api/trials", json={**trial, "partner": [{**claim, **forged}]})
+        assert r.status_code == 422 and "signed answer" in r.json()["detail"], r.text
+    r = client.post("/api/trials", json={**trial, "partner": [{**claim, "proof": answer["proof"]}]})
+    assert r.status_code == 201, r.text
     # Nothing painted: all black; the partner still answers one of the categories.
     r = client.post("/api/partner", json={**body, "points": []})
     assert r.status_code == 200 and r.json()["guess"] in {t["category"] for t in state["trials"]} | {"shape00", "shape01", "shape02", "shape03"}
+
+
+def body_ids(body: dict) -> dict:
+    return {"study_id": body["study_id"], "participant_id": body["participant_id"]}
 
 
 def test_partner_is_rate_limited_and_checks_its_input(client):
@@ -252,7 +305,8 @@ def test_admin_routes_need_the_token(client, stimuli, partner, db_url):
 
 def test_export_and_status_hold_exactly_the_submitted_points(app, client, tmp_path):
     state = start(client)
-    bodies = [trial_body(state, k, points=[[k, 2 * k + i, i] for i in range(5 + k)]) for k in range(2)]
+    few = [{"n_points": 5, "t": 4, "guess": "shape01", "correct": False}]
+    bodies = [trial_body(state, k, points=[[k, 2 * k + i, i] for i in range(5 + k)], partner=few) for k in range(2)]
     bodies.append(trial_body(state, 0, practice=True))
     for b in bodies:
         assert client.post("/api/trials", json=b).status_code == 201
@@ -260,9 +314,11 @@ def test_export_and_status_hold_exactly_the_submitted_points(app, client, tmp_pa
     assert r.status_code == 200
     (tmp_path / "http.npz").write_bytes(r.content)
     export_clicks(app.state.engine, tmp_path / "cli.npz")
+    start(client, {"study_id": "study-1", "participant_id": "never-played"})  # counted apart in the totals
     for path in (tmp_path / "http.npz", tmp_path / "cli.npz"):
         arrays, meta = read_clicks(path)
         assert meta["n_trials"] == 2 and meta["n_points"] == 11 and meta["brush_px"] == 14  # practice left out
+        assert meta["effort"] == {"min_trial_ms": 100, "min_points": 5, "max_skipped_fraction": 0.5, "practice_required": True}
         for k, b in enumerate(bodies[:2]):
             row = list(arrays["trial_ids"]).index(b["trial_id"])
             mine = arrays["trial"] == row
@@ -272,12 +328,12 @@ def test_export_and_status_hold_exactly_the_submitted_points(app, client, tmp_pa
             assert arrays["categories"][arrays["category"][mine][0]] == state["trials"][k]["category"]
             assert arrays["participant_ids"][arrays["participant"][mine][0]] == "study-1/p-1"
     status = client.get("/api/admin/status", headers={"authorization": f"Bearer {TOKEN}"}).json()
-    assert status["totals"] == {"participants": 1, "completed": 0, "trials": 2}
+    assert status["totals"] == {"participants": 1, "registered": 2, "completed": 0, "trials": 2}
     done = {s["id"]: s for s in status["stimuli"]}
     for k in range(3):
         assert done[state["trials"][k]["stimulus_id"]]["assigned"] == 1
         assert done[state["trials"][k]["stimulus_id"]]["done"] == (1 if k < 2 else 0)
-    assert sum(s["assigned"] for s in status["stimuli"]) == 3
+    assert sum(s["assigned"] for s in status["stimuli"]) == 6  # never-played holds 3 too
 
 
 # ------------------------------------------------------------------------------------------ headers
@@ -299,14 +355,17 @@ def test_the_consent_shown_is_served_and_every_version_is_kept_with_the_data(sti
 
     from drawgap.clickme.export import consent_of_participants
 
-    with TestClient(create_app(stimuli, db_url, config=CONFIG, partner=partner)) as c:
+    tokens = {}
+    with ParticipantClient(create_app(stimuli, db_url, config=CONFIG, partner=partner)) as c:
+        c.tokens = tokens
         first = c.get("/api/consent").json()
         early = start(c, {"study_id": "study-1", "participant_id": "p-0"})
     assert first["title"] == "Consent to take part" and len(first["paragraphs"]) == 3
     # The same database, a revised consent text (as a review board may ask mid-study), served again.
     revised = replace(CONFIG, consent_title="Study 7 consent", consent_paragraphs=("Revised text.", "Agree?"))
     app2 = create_app(stimuli, db_url, config=revised, partner=partner)
-    with TestClient(app2) as c:
+    with ParticipantClient(app2) as c:
+        c.tokens = tokens
         second = c.get("/api/consent").json()
         assert second["paragraphs"] == ["Revised text.", "Agree?"] and second["sha256"] != first["sha256"]
         late = start(c)

@@ -50,6 +50,7 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
     server = ServerProcess(stimuli, str(db), tmp_path / "server.log", "--trials", "3", "--time-limit", "3",
                            "--points-per-query", "5", "--consent", str(consent)).start()
     sent: dict[str, dict] = {}  # trial id -> the body the page posted
+    api_tokens: list[tuple] = []  # (method, route, the participant token it carried) of each API request
     problems: list[str] = []
     try:
         with sync_playwright() as p:
@@ -62,6 +63,8 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
                 if req.url.endswith("/api/trials") and req.method == "POST":
                     body = json.loads(req.post_data)
                     sent[body["trial_id"]] = body
+                if "/api/" in req.url and "/api/consent" not in req.url:
+                    api_tokens.append((req.method, req.url.split("/api/")[1], req.headers.get("x-participant-token")))
 
             page.on("request", on_request)
             # Record every text the partner line shows (a slow machine may leave a screen before we look).
@@ -113,6 +116,11 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
         server.stop()
 
     assert problems == []
+    # The page started the participant without a token, then sent the one it got with every request after.
+    assert api_tokens[0][:2] == ("POST", "participants") and api_tokens[0][2] is None
+    later = [token for _, _, token in api_tokens[1:]]
+    assert later and len(set(later)) == 1 and later[0] and len(later[0]) >= 40, api_tokens[:5]
+    assert {route.split("/")[0] for _, route, _ in api_tokens[1:]} >= {"participants", "partner", "trials"}
     answers_shown = [t for t in partner_texts if t.startswith("Partner: “")]
     answered = sum(1 for body in sent.values() if body["partner"])
     assert answered >= 3 and len(answers_shown) >= answered  # the participant saw the partner's answers

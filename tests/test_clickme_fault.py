@@ -1,28 +1,46 @@
 """Fault test: the server process is killed with SIGKILL while simulated participants play; after a restart
 every trial the server had acknowledged is in the database exactly once, every participant resumes right
-after its last acknowledged trial, and all of them finish with complete, gap-free sequences."""
+after its last acknowledged trial, and all of them finish with complete, gap-free sequences. On SQLite and
+on PostgreSQL (a throwaway server on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
+import uuid
 from collections import Counter
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
+from drawgap.clickme.db import normalize_url
 from drawgap.clickme.simulate import Pace, SimulatedParticipant
-from drawgap.clickme.testing import ServerProcess, make_test_stimuli
+from drawgap.clickme.testing import ServerProcess, TemporaryPostgres, make_test_stimuli
 
 N_PARTICIPANTS, N_TRIALS, KILL_AFTER = 8, 5, 12
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield str(tmp_path / "clickme.sqlite3")
+        return
+    if TemporaryPostgres.find_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql (.ci/run does it)")
+    postgres = TemporaryPostgres().start()
+    try:
+        yield postgres.create_database(f"f_{uuid.uuid4().hex[:12]}")
+    finally:
+        postgres.stop()
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_loses_and_duplicates_nothing(tmp_path):
+def test_sigkill_mid_run_loses_and_duplicates_nothing(tmp_path, db_url):
     stimuli = make_test_stimuli(tmp_path, n_classes=4, per_class=8, per_category=5, practice=0)
-    db = tmp_path / "clickme.sqlite3"
-    server = ServerProcess(stimuli, str(db), tmp_path / "server.log", "--trials", str(N_TRIALS), "--practice", "0").start()
+    # The simulated participants play fast (1 ms a point) and skip at random: effort is not what is tested here.
+    server = ServerProcess(stimuli, db_url, tmp_path / "server.log", "--trials", str(N_TRIALS), "--practice", "0",
+                           "--min-trial-ms", "0", "--max-skipped", "1").start()
 
     async def run():
         async with httpx.AsyncClient(base_url=server.url, timeout=5.0) as client:
@@ -44,10 +62,12 @@ def test_sigkill_mid_run_loses_and_duplicates_nothing(tmp_path):
 
     assert len(acked_before_kill) >= KILL_AFTER
     assert sum(log.reconnects for log in logs) >= 1, "the kill interrupted nobody"
-    with sqlite3.connect(db) as conn:
-        stored = {tid: (pid, pos, n) for tid, pid, pos, n in conn.execute(
-            "SELECT t.id, p.participant_id, t.position, t.n_points FROM trials t JOIN participants p ON p.pk = t.participant_pk")}
-        clicks = Counter(tid for (tid,) in conn.execute("SELECT trial_id FROM clicks"))
+    engine = create_engine(normalize_url(db_url))
+    with engine.connect() as conn:
+        stored = {tid: (pid, pos, n) for tid, pid, pos, n in conn.execute(text(
+            "SELECT t.id, p.participant_id, t.position, t.n_points FROM trials t JOIN participants p ON p.pk = t.participant_pk"))}
+        clicks = Counter(tid for (tid,) in conn.execute(text("SELECT trial_id FROM clicks")))
+    engine.dispose()
     for log in logs:
         # Every reload resumed right after the trials the server had acknowledged.
         assert all(expected == got for expected, got in log.resume_checks), log.resume_checks
@@ -67,7 +87,6 @@ def test_worker_processes_share_each_participants_partner_budget(tmp_path):
     # `serve --workers 2`: requests on fresh connections spread over both processes; the rate limit is one
     # budget for the participant (burst 20, then 20 per second), not one per process (which allows 40 at once).
     import time
-    import uuid
 
     stimuli = make_test_stimuli(tmp_path, n_classes=4, per_class=8, per_category=5, practice=0)
     server = ServerProcess(stimuli, str(tmp_path / "clickme.sqlite3"), tmp_path / "server.log", "--workers", "2",
@@ -79,7 +98,8 @@ def test_worker_processes_share_each_participants_partner_budget(tmp_path):
 
         async def burst(n):
             limits = httpx.Limits(max_keepalive_connections=0)  # a new connection, and so any worker, each time
-            async with httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits) as client:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30.0, limits=limits,
+                                         headers={"x-participant-token": state["participant_token"]}) as client:
                 return await asyncio.gather(*[client.post("/api/partner", json=body) for _ in range(n)])
 
         started = time.monotonic()

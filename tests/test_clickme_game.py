@@ -72,29 +72,45 @@ def test_participant_seed_is_stable_and_distinct():
 # ------------------------------------------------------------------------------------------ guards
 
 
+LIMITS = {"p": (2.0, 3), "total": (10.0, 4)}
+
+
 def test_rate_limiter_golden():
-    limiter = RateLimiter(rate=2.0, burst=3)
-    assert [limiter.acquire("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.acquire("a", now=0.0) == pytest.approx(0.5)  # empty: one token every 0.5 s
-    assert limiter.acquire("b", now=0.0) == 0.0  # another participant has its own bucket
-    assert limiter.acquire("a", now=0.5) == 0.0
-    assert limiter.acquire("a", now=0.6) == pytest.approx(0.4)
+    limiter = RateLimiter(LIMITS)
+    assert [limiter.acquire([("p", "a")], now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire([("p", "a")], now=0.0) == pytest.approx(0.5)  # empty: one token every 0.5 s
+    assert limiter.acquire([("p", "b")], now=0.0) == 0.0  # another participant has its own bucket
+    assert limiter.acquire([("p", "a")], now=0.5) == 0.0
+    assert limiter.acquire([("p", "a")], now=0.6) == pytest.approx(0.4)
+    # Several buckets at once, all or nothing: "c" has tokens, the server's bucket (4) holds 1 after 3 costs 1...
+    assert limiter.acquire([("p", "c"), ("total", None)], cost=3, now=1.0) == 0.0
+    assert limiter.acquire([("p", "d"), ("total", None)], cost=2, now=1.0) == pytest.approx(0.1)  # total: 1 of 2
+    assert limiter.acquire([("p", "d")], cost=3, now=1.0) == 0.0  # ...and the refusal spent nothing of d's
+    assert limiter.acquire([("p", "e")], cost=9, now=1.0) == 0.0  # a cost over the burst is capped at the burst
 
 
 def test_shared_rate_limiter_gives_every_process_one_budget(tmp_path):
     # Two limiters on one file, as two server processes map it: the golden sequence above, spread over both.
-    a = SharedRateLimiter.create(tmp_path / "limits.bin", rate=2.0, burst=3, slots=64)
-    b = SharedRateLimiter(tmp_path / "limits.bin", rate=2.0, burst=3)
-    assert [a.acquire("a", now=0.0), b.acquire("a", now=0.0), a.acquire("a", now=0.0)] == [0.0, 0.0, 0.0]
-    assert b.acquire("a", now=0.0) == pytest.approx(0.5)  # the bucket is empty for both
-    assert a.acquire("b", now=0.0) == 0.0
-    assert b.acquire("a", now=0.5) == 0.0 and a.acquire("a", now=0.6) == pytest.approx(0.4)
+    a = SharedRateLimiter.create(tmp_path / "limits.bin", LIMITS, slots=64)
+    b = SharedRateLimiter(tmp_path / "limits.bin", LIMITS)
+    acq = lambda lim, key, now, cost=1: lim.acquire([("p", key)], cost, now=now)  # noqa: E731
+    assert [acq(a, "a", 0.0), acq(b, "a", 0.0), acq(a, "a", 0.0)] == [0.0, 0.0, 0.0]
+    assert acq(b, "a", 0.0) == pytest.approx(0.5)  # the bucket is empty for both
+    assert acq(a, "b", 0.0) == 0.0
+    assert acq(b, "a", 0.5) == 0.0 and acq(a, "a", 0.6) == pytest.approx(0.4)
+    assert a.acquire([("p", "c"), ("total", None)], 3, now=1.0) == 0.0
+    assert b.acquire([("p", "d"), ("total", None)], 2, now=1.0) == pytest.approx(0.1)
+    assert b.acquire([("p", "d")], 3, now=1.0) == 0.0
     a.close(), b.close()
+    # A restart writes a fresh file over the old one.
+    fresh = SharedRateLimiter.create(tmp_path / "limits.bin", LIMITS, slots=64)
+    assert acq(fresh, "a", 0.6) == 0.0
+    fresh.close()
 
     # Real processes racing on one key: exactly `burst` requests get through at one instant.
     import multiprocessing as mp
 
-    SharedRateLimiter.create(tmp_path / "race.bin", rate=1.0, burst=25).close()
+    SharedRateLimiter.create(tmp_path / "race.bin", {"p": (1.0, 25)}).close()
     ctx = mp.get_context("fork")
     with ctx.Pool(4) as pool:
         allowed = sum(pool.map(_allowed_in_a_burst, [str(tmp_path / "race.bin")] * 4))
@@ -102,9 +118,9 @@ def test_shared_rate_limiter_gives_every_process_one_budget(tmp_path):
 
 
 def _allowed_in_a_burst(path: str) -> int:
-    limiter = SharedRateLimiter(path, rate=1.0, burst=25)
+    limiter = SharedRateLimiter(path, {"p": (1.0, 25)})
     try:
-        return sum(limiter.acquire("study/p", now=1000.0) == 0.0 for _ in range(20))
+        return sum(limiter.acquire([("p", "study/p")], now=1000.0) == 0.0 for _ in range(20))
     finally:
         limiter.close()
 
@@ -190,11 +206,12 @@ def test_cli_stimuli_status_and_export(cli, tmp_path, prepared):
     db = tmp_path / "c.sqlite3"
     store = ClickMeStore(make_engine(db), load_stimuli(tmp_path / "st"), GameConfig(trials_per_participant=2))
     store.sync_stimuli()
-    info = store.create_participant("s", "p")
+    info, _ = store.create_participant("s", "p")
+    store.create_participant("s", "never-played")
     store.record_trial(TrialRecord(str(uuid.uuid4()), "s", "p", False, 0, info.trials[0], [[1, 2, 3], [4, 5, 6]], [],
-                                   "skipped", 0.0, 100))
+                                   "skipped", 0.0, 100), info)
     r = cli("clickme", "status", "--db", db)
-    assert r.code == 0 and "1 participants (0 completed), 1 trials" in r.out
+    assert r.code == 0 and "1 participants played (0 completed; 2 started), 1 trials" in r.out
     status = json.loads(cli("clickme", "status", "--db", db, "--json").out)
     assert sum(s["done"] for s in status["stimuli"]) == 1 and sum(s["skipped"] for s in status["stimuli"]) == 1
     r = cli("clickme", "export", "--db", db, "--out", tmp_path / "clicks.npz")

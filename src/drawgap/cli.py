@@ -392,7 +392,12 @@ def clickme_serve(
     completion_code: Optional[str] = typer.Option(None, "--completion-code", help="Study-wide completion code (default: one per participant)."),
     consent: Optional[Path] = typer.Option(None, "--consent", help="Consent page text (UTF-8, plain text): an optional '# Title' line, then paragraphs separated by blank lines."),
     admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="DRAWGAP_CLICKME_ADMIN_TOKEN",
-                                              help="Token for /api/admin/*; without one those routes are disabled."),
+                                              help="Token for /api/admin/*; without one those routes are disabled. Prefer "
+                                                   "the environment variable: a command line is visible to every local user."),
+    min_trial_ms: int = typer.Option(1000, "--min-trial-ms", help="Completion code: an unrecognized trial shorter than this (or the time limit) does not count as played."),
+    min_points: int = typer.Option(5, "--min-points", help="Completion code: a trial with fewer points does not count as played."),
+    body_timeout: float = typer.Option(10.0, "--body-timeout", help="Seconds a request body may take to arrive (then 408)."),
+    max_skipped: float = typer.Option(0.5, "--max-skipped", help="Completion code: the largest fraction of the required trials (practice included) that may be skipped or not played."),
     seed: int = typer.Option(0, "--seed", help="Seed of the participants' sequences."),
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own partner: one per core)."),
     torch_threads: int = typer.Option(1, "--torch-threads", help="CPU threads of each partner's network."),
@@ -404,6 +409,8 @@ def clickme_serve(
 
     config = GameConfig(time_limit_s=time_limit, brush_px=brush, points_per_query=points_per_query,
                         trials_per_participant=trials, practice_trials=practice, completion_code=completion_code, seed=seed,
+                        effort_min_trial_ms=min_trial_ms, effort_min_points=min_points,
+                        effort_max_skipped_fraction=max_skipped, body_timeout_s=body_timeout,
                         **(read_consent(consent) if consent is not None else {}))
     typer.echo(f"serving ClickMe on http://{host}:{port}/?PROLIFIC_PID=...&STUDY_ID=...  (admin routes "
                f"{'enabled' if admin_token else 'disabled'})", err=True)

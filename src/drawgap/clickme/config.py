@@ -38,6 +38,11 @@ DEFAULT_CONSENT = (
     "You must be 18 or older to take part. Do you agree to take part?",
 )
 MAX_CONSENT_CHARS = 20_000
+MAX_TIME_LIMIT_MS = 600_000  # time_limit_s is at most 600
+MAX_POINTS = 100_000  # the schemas' static bound on points per trial (the config's limit is at most this)
+LIMIT_FIELDS = ("partner_rate_per_s", "partner_burst", "address_partner_rate_per_s", "address_partner_burst",
+                "total_partner_rate_per_s", "total_partner_burst", "address_join_rate_per_s", "address_join_burst",
+                "total_join_rate_per_s", "total_join_burst")
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,29 @@ class GameConfig:
     max_points_per_trial: int = 3000
     max_partner_answers: int = 400
     max_body_bytes: int = 256_000
-    partner_rate_per_s: float = 20.0
+    partner_rate_per_s: float = 20.0  # per participant
     partner_burst: int = 20
     partner_max_batch: int = 64
+    # Abuse limits, shared by the server's processes: partner queries per client address and in total (a query
+    # costs one token per `time_limit_ms / sample_interval_ms` points, so a 3,000-point query costs five), and new
+    # participants per client address and in total. One address may be a lab behind one router: keep room.
+    address_partner_rate_per_s: float = 60.0
+    address_partner_burst: int = 120
+    total_partner_rate_per_s: float = 400.0
+    total_partner_burst: int = 400
+    address_join_rate_per_s: float = 0.2
+    address_join_burst: int = 10
+    total_join_rate_per_s: float = 5.0
+    total_join_burst: int = 200
+    body_timeout_s: float = 10.0  # a request body that takes longer to arrive is refused (408)
+    max_cached_participants: int = 10_000  # the server's in-memory participant cache (LRU)
+    # Plausible effort, for the completion code: a trial counts as played when it is not skipped, has at least
+    # `effort_min_points` points and, unless recognized, lasted at least `effort_min_trial_ms` (or the time
+    # limit); at most `effort_max_skipped_fraction` of the required trials (practice included) may be skipped
+    # or not played (effort.py).
+    effort_min_trial_ms: int = 1000
+    effort_min_points: int = 5
+    effort_max_skipped_fraction: float = 0.5
     # The consent page: a title and paragraphs of plain text (`read_consent` reads them from a file).
     consent_title: str = DEFAULT_CONSENT_TITLE
     consent_paragraphs: tuple[str, ...] = DEFAULT_CONSENT
@@ -76,12 +101,16 @@ class GameConfig:
             "points_per_query": 1 <= self.points_per_query <= 10_000,
             "trials_per_participant": self.trials_per_participant >= 1,
             "practice_trials": self.practice_trials >= 0,
-            "max_points_per_trial": self.max_points_per_trial >= 1,
+            "max_points_per_trial": 1 <= self.max_points_per_trial <= MAX_POINTS,
             "max_partner_answers": self.max_partner_answers >= 1,
             "max_body_bytes": self.max_body_bytes >= 1024,
-            "partner_rate_per_s": self.partner_rate_per_s > 0,
-            "partner_burst": self.partner_burst >= 1,
             "partner_max_batch": self.partner_max_batch >= 1,
+            **{name: getattr(self, name) > 0 for name in LIMIT_FIELDS},
+            "body_timeout_s": 0.1 <= self.body_timeout_s <= 600,
+            "max_cached_participants": self.max_cached_participants >= 1,
+            "effort_min_trial_ms": self.effort_min_trial_ms >= 0,
+            "effort_min_points": self.effort_min_points >= 0,
+            "effort_max_skipped_fraction": 0 <= self.effort_max_skipped_fraction <= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -93,6 +122,26 @@ class GameConfig:
     @property
     def time_limit_ms(self) -> int:
         return int(round(self.time_limit_s * 1000))
+
+    def rate_limits(self) -> dict[str, tuple[float, float]]:
+        """The server's token buckets: name -> (tokens per second, bucket size)."""
+        return {
+            "partner": (self.partner_rate_per_s, self.partner_burst),  # per participant
+            "address_partner": (self.address_partner_rate_per_s, self.address_partner_burst),
+            "total_partner": (self.total_partner_rate_per_s, self.total_partner_burst),
+            "address_join": (self.address_join_rate_per_s, self.address_join_burst),
+            "total_join": (self.total_join_rate_per_s, self.total_join_burst),
+        }
+
+    def partner_cost(self, n_points: int) -> int:
+        """Tokens a partner query of `n_points` points costs: one per the most points an honest trial paints."""
+        per_token = max(1, self.time_limit_ms // self.sample_interval_ms)
+        return max(1, -(-n_points // per_token))
+
+    def effort(self) -> dict:
+        """The plausible-effort thresholds of the completion code (recorded in the export's meta)."""
+        return {"min_trial_ms": self.effort_min_trial_ms, "min_points": self.effort_min_points,
+                "max_skipped_fraction": self.effort_max_skipped_fraction, "practice_required": True}
 
     def public(self) -> dict:
         """What the page needs to run a trial."""

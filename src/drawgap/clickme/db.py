@@ -60,6 +60,8 @@ class ParticipantRow(Base):
     participant_id: Mapped[str] = mapped_column(String(64))
     seed: Mapped[str] = mapped_column(String(24))  # 63-bit; as text, portable across backends
     completion_code: Mapped[str] = mapped_column(String(64))
+    # sha256 of the participant's secret token (security.py); NULL only in rows made before tokens existed
+    token_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     consented_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -134,6 +136,17 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN")
 
 
+def create_private_file(path: Path) -> None:
+    """Make an empty SQLite database file readable by its owner only (0600), unless it exists: SQLite gives
+    its -wal and -shm files the database file's permissions, and the data (participant ids) is nobody
+    else's business."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def make_engine(url: str | os.PathLike | None = None, create: bool = True) -> Engine:
     """An engine for `url` (see `normalize_url`); with `create`, the tables are made if missing."""
     text = normalize_url(url)
@@ -143,8 +156,8 @@ def make_engine(url: str | os.PathLike | None = None, create: bool = True) -> En
         raise InputError(f"expected a database URL such as sqlite:///file.db or postgresql+psycopg://host/db ({exc})",
                          field="db") from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and create:
+            create_private_file(Path(parsed.database))
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8,
                                max_overflow=8)
         _sqlite_setup(engine)

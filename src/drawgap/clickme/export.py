@@ -25,7 +25,8 @@ Lookup tables:
 meta: JSON {"format": "drawgap.clicks/1", "canvas_size", "brush_px", "time_limit_s", "n_points",
             "n_trials", "include_practice", "database" (URL without password), "game" (server settings
             when known), "consent_versions" (every consent text shown, oldest first, each with its sha256
-            and the time a server first showed it), "provenance"}
+            and the time a server first showed it), "effort" (the plausible-effort thresholds of the
+            completion code, when known), "provenance"}
 
 A map for image i: the points with `image == i`; each point revealed a `brush_px` square around (x, y).
 """
@@ -123,6 +124,15 @@ def stored_game(engine: Engine) -> dict:
     return dict(value or {})
 
 
+def effort_thresholds(game: dict) -> dict | None:
+    """The completion code's plausible-effort thresholds of the server's settings (None before they existed)."""
+    if "effort_min_trial_ms" not in game:
+        return None
+    from drawgap.clickme.config import GameConfig
+
+    return GameConfig.from_dict(game).effort()
+
+
 def stored_consents(engine: Engine) -> list[dict]:
     """Every consent text shown with this database, oldest first: title, paragraphs, sha256, first_served."""
     with engine.connect() as conn:
@@ -161,6 +171,7 @@ def export_clicks(engine: Engine, out: str | os.PathLike, *, include_practice: b
         "database": engine.url.render_as_string(hide_password=True),
         "game": game,
         "consent_versions": versions,
+        "effort": effort_thresholds(game),
         "provenance": provenance({"include_practice": include_practice}, None),
     }
     savez_atomic(out, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)

@@ -10,10 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
-from drawgap.clickme.config import ID_PATTERN, GameConfig
+from drawgap.clickme.config import ID_PATTERN, MAX_POINTS, MAX_TIME_LIMIT_MS, GameConfig
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 StimulusId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# Clocks differ a little between page and server; a trial may end this long after the limit.
+TIME_SLACK_MS = 2000
 Point = tuple[StrictInt, StrictInt, StrictInt]  # x, y (canvas pixels), t (ms since the drawing appeared)
 
 
@@ -36,10 +38,13 @@ class PartnerIn(_Body):
 
 
 class PartnerAnswer(_Body):
-    n_points: Annotated[int, Field(ge=0, strict=True)]
-    t: Annotated[int, Field(ge=0, strict=True)]
+    # Static bounds (no more points than any config allows, no later than the longest time limit); the
+    # game's own limits are checked in `trial_problems`.
+    n_points: Annotated[int, Field(ge=0, le=MAX_POINTS, strict=True)]
+    t: Annotated[int, Field(ge=0, le=MAX_TIME_LIMIT_MS + TIME_SLACK_MS, strict=True)]
     guess: Annotated[str, StringConstraints(max_length=256)]
     correct: StrictBool
+    proof: Annotated[str, StringConstraints(max_length=64)] | None = None  # the server's signature on a correct answer
 
 
 class TrialIn(_Body):
@@ -56,8 +61,6 @@ class TrialIn(_Body):
     duration_ms: Annotated[int, Field(ge=0, strict=True)]
 
 
-# Clocks differ a little between page and server; a trial may end this long after the limit.
-TIME_SLACK_MS = 2000
 
 
 def point_problems(points: list, config: GameConfig, max_t_ms: int) -> str | None:
@@ -87,6 +90,11 @@ def trial_problems(trial: TrialIn, config: GameConfig) -> str | None:
         return problem
     if len(trial.partner) > config.max_partner_answers:
         return f"partner: at most {config.max_partner_answers} answers, got {len(trial.partner)}"
+    for i, answer in enumerate(trial.partner):
+        if answer.n_points > len(trial.points):
+            return f"partner[{i}].n_points: {answer.n_points} is more than the trial's {len(trial.points)} points"
+        if answer.t > trial.duration_ms + TIME_SLACK_MS:
+            return f"partner[{i}].t: {answer.t} ms is after the trial's end ({trial.duration_ms} ms)"
     if trial.outcome == "recognized" and not any(a.correct for a in trial.partner):
         return "outcome: 'recognized' needs a correct partner answer"
     if trial.outcome != "recognized" and trial.score != 0:

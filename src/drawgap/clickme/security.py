@@ -1,5 +1,10 @@
-"""The server's guards: body size limit, security headers (CSP), per-participant rate limit (shared by the
-server's processes), admin token.
+"""The server's guards: body size and time limits, security headers (CSP), rate limits per participant, per
+client address and for the whole server (shared by the server's processes), participant tokens, admin token.
+
+A participant gets a secret token when created (`new_participant_token`; the database keeps only its
+sha256) and sends it with every later request as `X-Participant-Token`: knowing a participant's id (it is in
+the study link) is not enough to read their state, submit their trials, ask their partner or see their
+completion code.
 
 Admin routes (status, export) need the token given at start (`--admin-token` or the environment variable
 DRAWGAP_CLICKME_ADMIN_TOKEN) as `Authorization: Bearer <token>`, compared in constant time. With no token set
@@ -9,12 +14,16 @@ leaves the data open.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import hmac
+import ipaddress
 import json
 import mmap
 import os
+import secrets
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,13 +63,16 @@ async def _send_json(send, status: int, body: dict, extra_headers=()) -> None:
 
 
 class GuardMiddleware:
-    """ASGI middleware: refuses bodies over `max_body_bytes` with 413 (declared or streamed), adds the
-    security headers to every response and `cache-control: no-store` to API answers. Pure ASGI, so a
-    too-large body is never held in memory beyond the limit."""
+    """ASGI middleware: refuses bodies over `max_body_bytes` with 413 (declared or streamed) and bodies that
+    take longer than `body_timeout_s` to arrive with 408 (a client trickling bytes would hold a connection and
+    its memory for ever: uvicorn has no body timeout), adds the security headers to every response and
+    `cache-control: no-store` to API answers. Pure ASGI, so a too-large body is never held in memory beyond
+    the limit."""
 
-    def __init__(self, app, max_body_bytes: int):
+    def __init__(self, app, max_body_bytes: int, body_timeout_s: float = 10.0):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -78,8 +90,13 @@ class GuardMiddleware:
         # Read the whole body first (it is small by construction), counting: a body streamed without a
         # Content-Length is refused as soon as it passes the limit, before any route sees it.
         chunks, received = [], 0
+        deadline = arrived + self.body_timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.perf_counter()))
+            except asyncio.TimeoutError:
+                return await _send_json(send, 408, {"detail": f"request body not received within {self.body_timeout_s:g} s"},
+                                        [(b"connection", b"close")])
             if message["type"] != "http.request":
                 return  # the client went away
             chunks.append(message.get("body", b""))
@@ -118,77 +135,113 @@ class GuardMiddleware:
         await self.app(scope, buffered_receive, secured_send)
 
 
-def _take_token(tokens: float, last: float, now: float, rate: float, burst: float) -> tuple[float, float]:
-    """One request against a token bucket: (tokens left, seconds to wait: 0.0 when allowed)."""
-    tokens = min(burst, tokens + (now - last) * rate)
-    if tokens >= 1.0:
-        return tokens - 1.0, 0.0
-    return tokens, (1.0 - tokens) / rate
+def _refill(tokens: float, last: float, now: float, rate: float, burst: float) -> float:
+    return min(burst, tokens + max(0.0, now - last) * rate)
+
+
+def _wait(tokens: float, cost: float, rate: float, burst: float) -> float:
+    """Seconds until a bucket holding `tokens` holds `cost` (capped at the bucket's size): 0.0 when it does."""
+    need = min(cost, burst)
+    return 0.0 if tokens >= need else (need - tokens) / rate
+
+
+Bucket = tuple[str, "str | None"]  # (limit name, key); key None: the limit's one bucket for the whole server
 
 
 class RateLimiter:
-    """Token bucket per key: `rate` requests per second on average, bursts of up to `burst`."""
+    """Token buckets: for each named limit (rate, burst), one bucket per key, `rate` tokens per second on
+    average and at most `burst` at once. `acquire` takes a request's tokens from several buckets at once
+    (its participant's, its address's, the server's), all or none, so a refused request spends nothing."""
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000):
-        self.rate, self.burst, self.max_keys = float(rate), float(burst), max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill time)
+    def __init__(self, limits: dict[str, tuple[float, float]], max_keys: int = 100_000):
+        self.limits = {name: (float(rate), float(burst)) for name, (rate, burst) in limits.items()}
+        self.max_keys = max_keys
+        self._buckets: dict[Bucket, tuple[float, float]] = {}  # (limit, key) -> (tokens, last refill time)
         self._lock = threading.Lock()
 
-    def acquire(self, key: str, now: float | None = None) -> float:
-        """0.0 when allowed (a token is spent), else the seconds to wait before the next token."""
+    def acquire(self, buckets: list[Bucket], cost: float = 1.0, now: float | None = None) -> float:
+        """0.0 when allowed (`cost` tokens spent from every bucket), else the seconds to wait (nothing spent)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens, allowed = _take_token(tokens, last, now, self.rate, self.burst)
-            self._buckets[key] = (tokens, now)
+            levels = []
+            for bucket in buckets:
+                rate, burst = self.limits[bucket[0]]
+                tokens, last = self._buckets.get(bucket, (burst, now))
+                levels.append(_refill(tokens, last, now, rate, burst))
+            wait = max((_wait(t, cost, *self.limits[b[0]]) for b, t in zip(buckets, levels)), default=0.0)
+            if wait == 0.0:
+                for bucket, tokens in zip(buckets, levels):
+                    self._buckets[bucket] = (tokens - min(cost, self.limits[bucket[0]][1]), now)
             if len(self._buckets) > self.max_keys:  # forget full buckets: they hold no state worth keeping
-                full = [k for k, (t, seen) in self._buckets.items() if t + (now - seen) * self.rate >= self.burst]
-                for k in full:
-                    del self._buckets[k]
-            return allowed
+                full = [b for b, (t, seen) in self._buckets.items()
+                        if _refill(t, seen, now, *self.limits[b[0]]) >= self.limits[b[0]][1]]
+                for b in full:
+                    del self._buckets[b]
+            return wait
 
 
 class SharedRateLimiter:
     """`RateLimiter`'s buckets in a memory-mapped file that every server process maps, so that
-    `serve --workers N` gives a participant the budget one process gives (a limiter per process would allow
-    N times the rate, as requests spread over the processes).
+    `serve --workers N` gives a participant (an address, the server) the budget one process gives (a limiter
+    per process would allow N times the rate, as requests spread over the processes).
 
-    Keys hash (blake2b: the same in every process, unlike `hash`) into a fixed number of buckets; two
-    participants that share one only ever get a stricter limit. `flock` on the file serializes updates
-    across processes, a threading lock across one process's threads. The file is made once by `create`
-    (before the workers start) and then only mapped.
+    The first rows hold the whole-server buckets, one per limit; keyed buckets hash (blake2b of the limit's
+    name and the key: the same in every process, unlike `hash`) into the rest; two keys that share a row only
+    ever get a stricter limit. `flock` on the file serializes updates across processes, a threading lock
+    across one process's threads. The file is made once by `create` (before the workers start; a restart
+    overwrites it) and then only mapped.
     """
 
     SLOTS = 1 << 16  # 1 MiB of buckets
 
-    def __init__(self, path: str | os.PathLike, rate: float, burst: int):
-        self.path, self.rate, self.burst = Path(path), float(rate), float(burst)
+    def __init__(self, path: str | os.PathLike, limits: dict[str, tuple[float, float]]):
+        self.path = Path(path)
+        self.limits = {name: (float(rate), float(burst)) for name, (rate, burst) in limits.items()}
+        self._names = sorted(self.limits)  # the whole-server rows, in this order
         self._file = open(self.path, "r+b")
         self._map = mmap.mmap(self._file.fileno(), 0)
         self._buckets = np.frombuffer(self._map, dtype=np.float64).reshape(-1, 2)  # (tokens, last refill)
+        if len(self._buckets) <= len(self._names):
+            raise ValueError(f"{self.path}: {len(self._buckets)} buckets, expected more than {len(self._names)}")
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, path: str | os.PathLike, rate: float, burst: int, slots: int = SLOTS) -> "SharedRateLimiter":
+    def create(cls, path: str | os.PathLike, limits: dict[str, tuple[float, float]], slots: int = SLOTS) -> "SharedRateLimiter":
+        """A new file at `path` (written beside it, then renamed: a process still mapping an old file keeps it)."""
+        path = Path(path)
         buckets = np.empty((slots, 2), np.float64)
-        buckets[:, 0], buckets[:, 1] = burst, -np.inf  # full, refilled "long ago"
-        buckets.tofile(path)
-        return cls(path, rate, burst)
+        buckets[:, 0], buckets[:, 1] = np.inf, -np.inf  # full (refill caps at each limit's burst), refilled "long ago"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                buckets.tofile(f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return cls(path, limits)
 
-    def _slot(self, key: str) -> int:
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") % len(self._buckets)
+    def _slot(self, bucket: Bucket) -> int:
+        name, key = bucket
+        if key is None:
+            return self._names.index(name)
+        digest = hashlib.blake2b(f"{name}\0{key}".encode(), digest_size=8).digest()
+        reserved = len(self._names)
+        return reserved + int.from_bytes(digest, "little") % (len(self._buckets) - reserved)
 
-    def acquire(self, key: str, now: float | None = None) -> float:
-        """0.0 when allowed (a token is spent), else the seconds to wait before the next token."""
+    def acquire(self, buckets: list[Bucket], cost: float = 1.0, now: float | None = None) -> float:
+        """0.0 when allowed (`cost` tokens spent from every bucket), else the seconds to wait (nothing spent)."""
         now = time.monotonic() if now is None else now  # CLOCK_MONOTONIC: one clock for all processes
-        slot = self._slot(key)
+        slots = [self._slot(b) for b in buckets]
         with self._lock:
             fcntl.flock(self._file, fcntl.LOCK_EX)
             try:
-                tokens, last = self._buckets[slot]
-                tokens, wait = _take_token(float(tokens), float(last), now, self.rate, self.burst)
-                self._buckets[slot] = (tokens, now)
+                levels = [_refill(float(self._buckets[s, 0]), float(self._buckets[s, 1]), now, *self.limits[b[0]])
+                          for s, b in zip(slots, buckets)]
+                wait = max((_wait(t, cost, *self.limits[b[0]]) for b, t in zip(buckets, levels)), default=0.0)
+                if wait == 0.0:
+                    for s, b, tokens in zip(slots, buckets, levels):
+                        self._buckets[s] = (tokens - min(cost, self.limits[b[0]][1]), now)
             finally:
                 fcntl.flock(self._file, fcntl.LOCK_UN)
         return wait
@@ -197,6 +250,46 @@ class SharedRateLimiter:
         del self._buckets  # the array's view of the map must go before the map
         self._map.close()
         self._file.close()
+
+
+def client_address(host: str | None) -> str:
+    """The rate-limit key of a client address: the address itself, or its /64 network for IPv6 (one
+    household or server gets a whole /64, so single IPv6 addresses cost an attacker nothing)."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return host or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+PARTICIPANT_TOKEN_HEADER = "x-participant-token"
+
+
+def new_participant_token() -> str:
+    """A participant's secret: 256 random bits, URL-safe text."""
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the database keeps of a participant token (sha256 hex: the token is random, so no slow hash is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def digest_matches(expected_digest: str, token: str | None) -> bool:
+    """Whether `token` hashes to `expected_digest` (constant-time comparison)."""
+    return bool(token) and hmac.compare_digest(token_digest(token), expected_digest)
+
+
+def recognition_proof(key: bytes, study_id: str, participant_id: str, trial_id: str, stimulus_id: str,
+                      n_points: int, guess: str) -> str:
+    """The server's signature on "the partner recognized this drawing from these first `n_points` points of
+    this trial": the page returns it with the trial, so a recognition (and its score) cannot be made up."""
+    message = "\0".join([study_id, participant_id, str(trial_id), stimulus_id, str(n_points), guess]).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
 def token_matches(expected: str, authorization: str | None) -> bool:

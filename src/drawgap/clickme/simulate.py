@@ -1,7 +1,8 @@
 """Simulated participants: HTTP clients that play the game as the page does (for load and fault tests).
 
-Each one starts (or resumes) a session, and for each of its stimuli paints a random walk of points, asks
-the partner every `points_per_query` points, and submits the trial. Like the page, it keeps a finished trial
+Each one starts (or resumes) a session, keeping the token the server gives it for every later request,
+plays the practice trials and then each of its stimuli: paints a random walk of points, asks the partner
+every `points_per_query` points, and submits the trial. Like the page, it keeps a finished trial
 until the server acknowledges it and re-sends it with the same trial id after any failure; after a lost
 connection it "reloads": re-sends the pending trial, then asks the server where to resume.
 """
@@ -39,6 +40,7 @@ class ParticipantLog:
     reconnects: int = 0
     resume_checks: list = field(default_factory=list)  # (expected next trial, server's next trial) per reload
     completion_code: str | None = None
+    completion_refused: str | None = None
 
 
 class SimulatedParticipant:
@@ -52,6 +54,7 @@ class SimulatedParticipant:
         self.log = ParticipantLog(study_id, participant_id)
         self.pending: dict | None = None
         self.state: dict | None = None
+        self.token: str | None = None  # the participant's secret, from the server's answer to the start
         self._reloaded = False
 
     async def _call(self, method: str, path: str, body: dict | None = None, retry: bool = True) -> httpx.Response:
@@ -62,7 +65,10 @@ class SimulatedParticipant:
         failed = False
         while True:
             try:
-                resp = await self.client.request(method, path, json=body)
+                resp = await self.client.request(method, path, json=body, headers=self._headers())
+                if resp.status_code == 429 and retry and time.monotonic() < deadline:
+                    await asyncio.sleep(float(resp.headers.get("retry-after", 1)))  # too many starts just now
+                    continue
                 if resp.status_code < 500:
                     if failed:
                         await self._reload_after_failure()
@@ -74,6 +80,9 @@ class SimulatedParticipant:
             failed = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _headers(self) -> dict:
+        return {"x-participant-token": self.token} if self.token else {}
 
     async def _reload_after_failure(self) -> None:
         self.log.reconnects += 1
@@ -87,13 +96,16 @@ class SimulatedParticipant:
                 continue
             expected = len(self.log.acknowledged)
             self._reloaded = False
-            resp = await self._call("GET", f"/api/participants/{self.ids['study_id']}/{self.ids['participant_id']}")
-            if resp.status_code == 404:
+            if self.token is None:
                 resp = await self._call("POST", "/api/participants", {**self.ids, "consent": True})
+            else:
+                resp = await self._call("GET", f"/api/participants/{self.ids['study_id']}/{self.ids['participant_id']}")
             resp.raise_for_status()
+            data = resp.json()
+            self.token = data.pop("participant_token", None) or self.token
             if self._reloaded:
                 continue  # the connection failed on the way: reload again
-            self.state = resp.json()
+            self.state = data
             if self.log.reconnects:  # a reload: the server must resume right after the acknowledged trials
                 self.log.resume_checks.append((expected, self.state["next_trial"]))
         return self.state
@@ -123,14 +135,18 @@ class SimulatedParticipant:
         played = 0
         while True:
             state = await self._ensure_state()
+            if state["next_practice"] < len(state["practice"]):  # as the page: the practice trials first
+                await self._play_trial(state["practice"][state["next_practice"]], state["config"], practice=True)
+                continue
             if state["next_trial"] >= len(state["trials"]) or (max_trials is not None and played >= max_trials):
                 self.log.completion_code = state.get("completion_code")
+                self.log.completion_refused = state.get("completion_refused")
                 return self.log
             item = state["trials"][state["next_trial"]]
             await self._play_trial(item, state["config"])
             played += 1
 
-    async def _play_trial(self, item: dict, config: dict) -> None:
+    async def _play_trial(self, item: dict, config: dict, practice: bool = False) -> None:
         pace = self.pace
         if pace.view_s[1] > 0:
             await asyncio.sleep(float(self.rng.uniform(*pace.view_s)))
@@ -149,8 +165,9 @@ class SimulatedParticipant:
                 await asyncio.sleep(max(0.0, points[k - 1][2] / 1000 - (time.monotonic() - t0)))
             sent = time.perf_counter()
             try:
-                resp = await self.client.post("/api/partner", json={**self.ids, "trial_id": trial_id,
-                                                                    "stimulus_id": item["stimulus_id"], "points": points[:k]})
+                resp = await self.client.post("/api/partner", headers=self._headers(),
+                                              json={**self.ids, "trial_id": trial_id, "stimulus_id": item["stimulus_id"],
+                                                    "points": points[:k]})
             except httpx.TransportError:
                 continue  # like the page: a lost answer only delays the partner
             if resp.status_code == 429:
@@ -164,13 +181,18 @@ class SimulatedParticipant:
                 self.log.partner_server_ms.append(float(timing["app"]))
             answer = resp.json()
             t = points[k - 1][2]
-            answers.append({"n_points": k, "t": t, "guess": answer["guess"], "correct": answer["correct"]})
+            answers.append({"n_points": k, "t": t, "guess": answer["guess"], "correct": answer["correct"],
+                            **({"proof": answer["proof"]} if "proof" in answer else {})})
             if answer["correct"]:
                 outcome, score, end_ms, points = "recognized", round(max(0.0, 1 - t / limit_ms) * 100, 1), t, points[:k]
                 break
+        if outcome == "timeout":
+            # It ran out of points, not of time: claim the time it took (the server checks that the claimed
+            # durations fit in the session), not the time limit.
+            end_ms = min(limit_ms, max(points[-1][2] if points else 0, int((time.monotonic() - t0) * 1000)))
         if outcome == "timeout" and self.rng.random() < 0.1:
             outcome, end_ms = "skipped", points[-1][2] if points else 0
-        body = {**self.ids, "trial_id": trial_id, "practice": False, "position": item["position"],
+        body = {**self.ids, "trial_id": trial_id, "practice": practice, "position": item["position"],
                 "stimulus_id": item["stimulus_id"], "points": points, "partner": answers, "outcome": outcome,
                 "score": score, "duration_ms": max(end_ms, points[-1][2] if points else 0)}
         await self._submit(body)

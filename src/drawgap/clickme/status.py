@@ -42,11 +42,15 @@ def stimulus_progress(engine: Engine) -> list[dict]:
 
 
 def totals(engine: Engine) -> dict:
+    """participants: those who stored at least one trial (practice included); registered: every participant
+    started, including those who never played (a start is free, so it says little); completed: every
+    required trial stored; trials: non-practice trials stored."""
     with engine.connect() as conn:
-        participants = conn.scalar(select(func.count()).select_from(ParticipantRow))
+        registered = conn.scalar(select(func.count()).select_from(ParticipantRow))
+        played = conn.scalar(select(func.count(func.distinct(TrialRow.participant_pk))))
         completed = conn.scalar(select(func.count()).select_from(ParticipantRow).where(ParticipantRow.completed_at.is_not(None)))
         trials = conn.scalar(select(func.count()).select_from(TrialRow).where(TrialRow.practice.is_(False)))
-    return {"participants": int(participants), "completed": int(completed), "trials": int(trials)}
+    return {"participants": int(played), "registered": int(registered), "completed": int(completed), "trials": int(trials)}
 
 
 def format_status(rows: list[dict], total: dict) -> str:
@@ -58,6 +62,7 @@ def format_status(rows: list[dict], total: dict) -> str:
         mark = "*" if r["exemplar"] else " "
         lines.append(f"{r['id']:<11}{mark} {r['category'][:24]:<24} {r['assigned']:>8} {r['done']:>5} "
                      f"{r['recognized']:>5} {r['timeout']:>7} {r['skipped']:>5} {score:>6}")
-    lines.append(f"{total['participants']} participants ({total['completed']} completed), {total['trials']} trials; "
+    lines.append(f"{total['participants']} participants played ({total['completed']} completed; {total['registered']} "
+                 f"started), {total['trials']} trials; "
                  "* = category exemplar")
     return "\n".join(lines)

@@ -5,14 +5,20 @@ completion with the last one). The client's trial id is the primary key, so a re
 client retries when it saw no answer) is recognised and stored once; a unique constraint on the sequence
 slot stops two different trial ids from filling the same place. A participant's next trial is the number
 of trials already stored, so a page that reloads resumes at the next stimulus.
+
+A participant is created with a secret token (only its hash is stored) that every later request must carry
+(`authenticate`). The completion code is given once every required trial, practice included, is stored and
+the trials show plausible effort (effort.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import secrets
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -23,6 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from drawgap.clickme.config import GameConfig
 from drawgap.clickme.db import (AssignmentRow, ClickRow, ParticipantRow, SettingRow, StimulusRow, TrialRow, utcnow,
                                 writer)
+from drawgap.clickme.effort import TrialEffort, effort_problem
+from drawgap.clickme.security import digest_matches, new_participant_token, token_digest
 from drawgap.clickme.sequence import balanced_sequence, participant_seed
 from drawgap.clickme.stimuli import StimulusSet
 from drawgap.errors import InputError
@@ -49,6 +57,8 @@ class ParticipantInfo:
     trials: tuple[str, ...]  # stimulus ids, by position
     practice: tuple[str, ...]
     completion_code: str
+    token_sha256: str | None
+    consented_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,37 @@ class TrialRecord:
         return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def as_utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t  # SQLite returns naive UTC
+
+
+class LRUCache:
+    """At most `size` entries; the least recently used goes first (thread-safe). A server meets every
+    participant who ever started: without a bound, fake participants would grow its memory for ever."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class ClickMeStore:
     def __init__(self, engine: Engine, stimuli: StimulusSet, config: GameConfig):
         self.engine = engine
@@ -79,8 +120,7 @@ class ClickMeStore:
         self.Session = sessionmaker(engine, expire_on_commit=False)  # reads
         self.WriteSession = sessionmaker(writer(engine), expire_on_commit=False)
         self._by_id = stimuli.by_id()
-        self._participants: dict[tuple[str, str], ParticipantInfo] = {}  # sequences never change: cache them
-        self._lock = threading.Lock()
+        self._participants = LRUCache(config.max_cached_participants)  # sequences never change: cache them
 
     # ------------------------------------------------------------------------------------------ stimuli
 
@@ -107,6 +147,13 @@ class ClickMeStore:
                 s.add(SettingRow(key="consent_versions", value={"versions": [consent]}))
             elif consent["sha256"] not in [v["sha256"] for v in versions.value["versions"]]:
                 versions.value = {"versions": [*versions.value["versions"], consent]}
+            # The key that signs the partner's correct answers (security.recognition_proof): one per database,
+            # so that every worker and every restart accepts what the others signed.
+            key = s.get(SettingRow, "recognition_key")
+            if key is None:
+                key = SettingRow(key="recognition_key", value={"hex": secrets.token_hex(32)})
+                s.add(key)
+            self.recognition_key = bytes.fromhex(key.value["hex"])
             existing = {r.id: r for r in s.scalars(select(StimulusRow))}
             for st in [*self.stimuli.stimuli, *self.stimuli.practice]:
                 row = existing.get(st.id)
@@ -126,7 +173,8 @@ class ClickMeStore:
                          .where(AssignmentRow.participant_pk == row.pk)).all()
         trials = tuple(sid for _, _, sid in sorted((r for r in rows if not r[0]), key=lambda r: r[1]))
         practice = tuple(sid for _, _, sid in sorted((r for r in rows if r[0]), key=lambda r: r[1]))
-        return ParticipantInfo(row.pk, row.study_id, row.participant_id, trials, practice, row.completion_code)
+        return ParticipantInfo(row.pk, row.study_id, row.participant_id, trials, practice, row.completion_code,
+                               row.token_sha256, as_utc(row.consented_at))
 
     def cached_participant(self, study_id: str, participant_id: str) -> ParticipantInfo | None:
         """The participant if already in memory (no database access), else None."""
@@ -142,16 +190,32 @@ class ClickMeStore:
                 if row is None:
                     return None
                 info = self._load_info(s, row)
-            with self._lock:
-                self._participants[key] = info
+            self._participants.put(key, info)
         return info
 
-    def create_participant(self, study_id: str, participant_id: str) -> ParticipantInfo:
-        """The participant with these ids, made (with a balanced sequence) if new. Idempotent."""
+    def authenticate(self, study_id: str, participant_id: str, token: str | None,
+                     info: ParticipantInfo | None = None) -> ParticipantInfo:
+        """The participant, if `token` is theirs: else 404 (unknown), 401 (no token) or 403 (another token)."""
+        info = info or self.participant(study_id, participant_id)
+        if info is None:
+            raise StoreError(404, "unknown participant: start the session (POST /api/participants) first")
+        if not token:
+            raise StoreError(401, "participant token required: send the token the server gave at the start "
+                                  "as the X-Participant-Token header")
+        if info.token_sha256 is None or not digest_matches(info.token_sha256, token):
+            raise StoreError(403, "wrong participant token")
+        return info
+
+    def create_participant(self, study_id: str, participant_id: str, token: str | None = None
+                           ) -> tuple[ParticipantInfo, str | None]:
+        """(the participant, their new token) for new ids: made with a balanced sequence and a token. For
+        known ids, only with their token: (the participant, None), so that a retried start is harmless
+        (else 409: the ids are taken, and the id alone gives nothing)."""
         info = self.participant(study_id, participant_id)
         if info is not None:
-            return info
+            return self._existing(info, token), None
         seed = participant_seed(self.config.seed, study_id, participant_id)
+        new_token = new_participant_token()
         try:
             with self.WriteSession.begin() as s:
                 if self.engine.dialect.name == "postgresql":
@@ -166,7 +230,7 @@ class ClickMeStore:
                 practice = [practice[i % len(practice)] for i in range(self.config.practice_trials)] if practice else []
                 code = self.config.completion_code or secrets.token_hex(5).upper()
                 row = ParticipantRow(study_id=study_id, participant_id=participant_id, seed=str(seed),
-                                     completion_code=code)
+                                     completion_code=code, token_sha256=token_digest(new_token))
                 s.add(row)
                 s.flush()
                 s.add_all([AssignmentRow(participant_pk=row.pk, practice=False, position=i, stimulus_id=sid)
@@ -174,10 +238,19 @@ class ClickMeStore:
                 s.add_all([AssignmentRow(participant_pk=row.pk, practice=True, position=i, stimulus_id=sid)
                            for i, sid in enumerate(practice)])
         except IntegrityError:
-            pass  # created at the same moment by a concurrent request: read theirs
+            # created at the same moment by a concurrent request: theirs, and its token is theirs
+            info = self.participant(study_id, participant_id)
+            assert info is not None
+            return self._existing(info, token), None
         info = self.participant(study_id, participant_id)
         assert info is not None
-        return info
+        return info, new_token
+
+    def _existing(self, info: ParticipantInfo, token: str | None) -> ParticipantInfo:
+        if token and info.token_sha256 is not None and digest_matches(info.token_sha256, token):
+            return info
+        raise StoreError(409, "this participant has already started: continue in the browser that started "
+                              "(it holds the participant's token)")
 
     def state(self, info: ParticipantInfo, session: Session | None = None) -> dict:
         """Where the participant stands: the sequence, the next trial and practice trial, the score so far
@@ -190,7 +263,8 @@ class ClickMeStore:
         done = {bool(practice): n for practice, n, _ in rows}
         score = next((total for practice, _, total in rows if not practice), 0.0)
         next_trial = int(done.get(False, 0))
-        completed = next_trial >= len(info.trials)
+        completed = next_trial >= len(info.trials) and int(done.get(True, 0)) >= len(info.practice)
+        refused = self._effort_problem(info, session) if completed else None
 
         def items(ids):
             return [{"position": i, "stimulus_id": sid, "category": self._by_id[sid].category,
@@ -205,9 +279,17 @@ class ClickMeStore:
             "next_practice": int(done.get(True, 0)),
             "score_total": round(float(score or 0.0), 1),
             "completed": completed,
-            "completion_code": info.completion_code if completed else None,
+            "completion_code": info.completion_code if completed and refused is None else None,
+            "completion_refused": refused,
             "config": self.config.public(),
         }
+
+    def _effort_problem(self, info: ParticipantInfo, session: Session) -> str | None:
+        rows = session.execute(select(TrialRow.outcome, TrialRow.n_points, TrialRow.duration_ms, TrialRow.received_at)
+                               .where(TrialRow.participant_pk == info.pk)).all()
+        last = max((as_utc(r.received_at) for r in rows), default=info.consented_at)
+        elapsed_ms = (last - info.consented_at).total_seconds() * 1000
+        return effort_problem([TrialEffort(r.outcome, r.n_points, r.duration_ms) for r in rows], elapsed_ms, self.config)
 
     def stimulus_of(self, info: ParticipantInfo, stimulus_id: str) -> str:
         """The category of `stimulus_id`, which must be in the participant's sequence (else a 409)."""
@@ -217,12 +299,9 @@ class ClickMeStore:
 
     # ------------------------------------------------------------------------------------------- trials
 
-    def record_trial(self, rec: TrialRecord) -> tuple[bool, dict]:
-        """Store a finished trial once. Returns (stored now, the participant's state after it); (False, ...)
-        for a replay."""
-        info = self.participant(rec.study_id, rec.participant_id)
-        if info is None:
-            raise StoreError(404, "unknown participant: start the session (POST /api/participants) first")
+    def record_trial(self, rec: TrialRecord, info: ParticipantInfo) -> tuple[bool, dict]:
+        """Store a finished trial of `info` (authenticated) once. Returns (stored now, the participant's state
+        after it); (False, ...) for a replay."""
         digest = rec.sha256()
         for attempt in range(2):
             try:
@@ -244,11 +323,10 @@ class ClickMeStore:
                         s.connection().execute(ClickRow.__table__.insert(), [
                             {"trial_id": rec.trial_id, "idx": i, "x": p[0], "y": p[1], "t_ms": p[2]}
                             for i, p in enumerate(rec.points)])
-                    if not rec.practice and rec.position == len(info.trials) - 1:
-                        row = s.get(ParticipantRow, info.pk)
-                        row.completed_at = utcnow()
                     s.flush()
                     state = self.state(info, s)
+                    if state["completed"]:  # every required trial stored (whether the effort earns the code or not)
+                        s.get(ParticipantRow, info.pk).completed_at = utcnow()
                 return True, state
             except IntegrityError:
                 if attempt:  # the second look found no replay, so the slot was taken by another trial id

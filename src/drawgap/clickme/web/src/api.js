@@ -2,11 +2,36 @@
  * The page's calls to the ClickMe server. Trials are never lost: a finished trial is kept in localStorage
  * until the server acknowledges it, sent again (with the same trial id, which the server stores once)
  * after any failure, and sent again when the page is reloaded.
+ *
+ * The server gives a participant a secret token when they start; every later request for them carries it
+ * (X-Participant-Token). It is kept in localStorage, per study and participant, so that a reload or a
+ * reopened tab continues; the participant id alone (it is in the link) gives nobody else their session.
  */
 var ClickMeApi = (function () {
   "use strict";
 
   const PENDING_KEY = "clickme.pending-trials";
+  const TOKEN_HEADER = "x-participant-token";
+  const tokenKey = (ids) => `clickme.token.${ids.study_id}/${ids.participant_id}`;
+
+  function getToken(ids) {
+    try {
+      return window.localStorage.getItem(tokenKey(ids));
+    } catch (err) {
+      return memoryTokens[tokenKey(ids)] || null;
+    }
+  }
+
+  const memoryTokens = {}; // storage disabled: the token lasts for this page only
+  function setToken(ids, token) {
+    memoryTokens[tokenKey(ids)] = token;
+    try {
+      if (token) window.localStorage.setItem(tokenKey(ids), token);
+      else window.localStorage.removeItem(tokenKey(ids));
+    } catch (err) {
+      /* private mode: kept in memory above */
+    }
+  }
 
   class ApiError extends Error {
     constructor(status, detail) {
@@ -19,15 +44,18 @@ var ClickMeApi = (function () {
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const retryable = (status) => status === 0 || status === 408 || status === 429 || status >= 500;
 
-  async function request(method, path, body, { retry = false, onRetry = null } = {}) {
+  async function request(method, path, body, { retry = false, onRetry = null, ids = null } = {}) {
     let delay = 400;
+    const headers = body === undefined ? {} : { "content-type": "application/json" };
+    const token = ids ? getToken(ids) : null;
+    if (token) headers[TOKEN_HEADER] = token;
     for (let attempt = 1; ; attempt++) {
       let status = 0;
       let detail = "network error";
       try {
         const resp = await fetch(path, {
           method,
-          headers: body === undefined ? {} : { "content-type": "application/json" },
+          headers,
           body: body === undefined ? undefined : JSON.stringify(body),
           cache: "no-store",
         });
@@ -62,7 +90,8 @@ var ClickMeApi = (function () {
 
   async function sendTrial(body, onRetry) {
     try {
-      return await request("POST", "/api/trials", body, { retry: true, onRetry });
+      const ids = { study_id: body.study_id, participant_id: body.participant_id };
+      return await request("POST", "/api/trials", body, { retry: true, onRetry, ids });
     } finally {
       // Acknowledged, or refused for good (a 4xx that a retry cannot fix): no longer pending.
       setPending(pending().filter((t) => t.trial_id !== body.trial_id));
@@ -72,13 +101,20 @@ var ClickMeApi = (function () {
   return {
     ApiError,
     request,
-    /** The participant's state, or null when the server does not know them yet. */
+    /** Whether this browser holds the participant's token (it started them). */
+    hasToken(ids) {
+      return !!getToken(ids);
+    },
+    /** The participant's state, or null when the server does not know them (then the token is dropped). */
     async getParticipant(ids) {
       try {
         const path = `/api/participants/${encodeURIComponent(ids.study_id)}/${encodeURIComponent(ids.participant_id)}`;
-        return await request("GET", path, undefined, { retry: true });
+        return await request("GET", path, undefined, { retry: true, ids });
       } catch (err) {
-        if (err.status === 404) return null;
+        if (err.status === 404) {
+          setToken(ids, null);
+          return null;
+        }
         throw err;
       }
     },
@@ -86,13 +122,17 @@ var ClickMeApi = (function () {
     getConsent() {
       return request("GET", "/api/consent", undefined, { retry: true });
     },
-    createParticipant(ids) {
-      return request("POST", "/api/participants", { ...ids, consent: true }, { retry: true });
+    /** Start the participant; the server's answer carries their token, kept for every later request. */
+    async createParticipant(ids) {
+      const state = await request("POST", "/api/participants", { ...ids, consent: true }, { retry: true, ids });
+      if (state.participant_token) setToken(ids, state.participant_token);
+      delete state.participant_token;
+      return state;
     },
     /** The partner's answer, or null if there is none this time (too fast, network): painting goes on. */
     async askPartner(ids, stimulusId, trialId, points) {
       try {
-        return await request("POST", "/api/partner", { ...ids, trial_id: trialId, stimulus_id: stimulusId, points });
+        return await request("POST", "/api/partner", { ...ids, trial_id: trialId, stimulus_id: stimulusId, points }, { ids });
       } catch (err) {
         return null;
       }

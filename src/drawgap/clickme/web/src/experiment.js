@@ -73,14 +73,21 @@
       <p>First a practice drawing that does not count. Press <strong>Start</strong>, then paint.</p></div>`,
   ];
 
+  const OTHER_BROWSER = "This study link was already started in another browser or tab: please continue there.";
+  const TRY_LATER = "The study could not be started just now. Please try again in a few minutes.";
+
   const DEBRIEF_HTML = `
     <div class="clickme-text">
       <h2>Thank you!</h2>
       <p>Your paintings show which parts of a drawing people rely on to recognize it; we compare them with
       what machine models rely on.</p>
       <p>Your final score: <span id="clickme-final-score"></span></p>
-      <p>Your completion code: <span id="clickme-code" class="clickme-code"></span></p>
-      <p>Enter this code on the study platform to finish. You can close this page now.</p>
+      <div id="clickme-code-block">
+        <p>Your completion code: <span id="clickme-code" class="clickme-code"></span></p>
+        <p>Enter this code on the study platform to finish. You can close this page now.</p>
+      </div>
+      <p id="clickme-refused" class="clickme-refused" hidden>No completion code: <span id="clickme-refused-why"></span>.
+        Please contact the researcher through the study platform.</p>
     </div>`;
 
   // ------------------------------------------------------------------------------------------ main
@@ -92,7 +99,19 @@
       return;
     }
     await ClickMeApi.flushPending();
-    let state = await ClickMeApi.getParticipant(ids);
+    // Only the browser that started a participant holds their token: without it, start (after consent).
+    let state = null;
+    if (ClickMeApi.hasToken(ids)) {
+      try {
+        state = await ClickMeApi.getParticipant(ids);
+      } catch (err) {
+        if (err.status === 401 || err.status === 403) {
+          showMessage(OTHER_BROWSER);
+          return;
+        }
+        throw err;
+      }
+    }
     const consent = state ? null : await ClickMeApi.getConsent(); // a new participant sees it first
     root.replaceChildren(); // drop "Loading…": jsPsych draws into this element
     const jsPsych = initJsPsych({ display_element: root });
@@ -147,10 +166,14 @@
         type: jsPsychCallFunction,
         async: true,
         func: (done) => {
-          ClickMeApi.createParticipant(ids).then((s) => {
-            state = s;
-            done({});
-          });
+          ClickMeApi.createParticipant(ids).then(
+            (s) => {
+              state = s;
+              done({});
+            },
+            (err) => {
+              jsPsych.abortExperiment(`<p class="clickme-text">${err.status === 409 ? OTHER_BROWSER : TRY_LATER}</p>`);
+            });
         },
       });
       timeline.push({ type: jsPsychInstructions, pages: INSTRUCTION_PAGES, show_clickable_nav: true });
@@ -178,6 +201,11 @@
       on_load: () => {
         document.getElementById("clickme-code").textContent = state.completion_code || "";
         document.getElementById("clickme-final-score").textContent = String(Math.round(state.score_total));
+        if (!state.completion_code && state.completion_refused) {
+          document.getElementById("clickme-code-block").hidden = true;
+          document.getElementById("clickme-refused-why").textContent = state.completion_refused;
+          document.getElementById("clickme-refused").hidden = false;
+        }
       },
     });
     await jsPsych.run(timeline);

@@ -140,7 +140,7 @@ var jsPsychClickMe = (function (jspsych) {
 
       // ---- painting state
       const points = []; // [x, y, t]
-      const answers = []; // {n_points, t, guess, correct}
+      const answers = []; // {n_points, t, guess, correct[, proof]}
       let cursor = null;
       let painting = false;
       let queried = 0; // points already sent to the partner
@@ -200,7 +200,9 @@ var jsPsychClickMe = (function (jspsych) {
         inFlight = false;
         if (finished) return;
         if (answer) {
-          answers.push({ n_points: sent.length, t: tSent, guess: String(answer.guess), correct: !!answer.correct });
+          const recorded = { n_points: sent.length, t: tSent, guess: String(answer.guess), correct: !!answer.correct };
+          if (answer.proof) recorded.proof = String(answer.proof); // the server's signature: returned with the trial
+          answers.push(recorded);
           partnerEl.textContent = answer.correct ? `Partner: “${answer.guess}”: recognized!` : `Partner: “${answer.guess}”?`;
           partnerEl.classList.toggle("correct", !!answer.correct);
           if (answer.correct) {
