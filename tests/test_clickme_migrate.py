@@ -221,14 +221,15 @@ def test_a_database_of_the_previous_schema_is_migrated_and_exports_every_trial_u
     assert r.code == 0 and "nothing to do" in r.out and "backup" not in r.out, r
     assert snapshot(db_url) == after and len(list(tmp_path.glob("*.bak"))) == (1 if db_url.startswith("sqlite") else 0)
 
-    # The study goes on: a server's store takes the next trial of the participant who was midway.
+    # The data go on: a server's store takes the next trial of the participant who was midway (over HTTP that
+    # participant, made before tokens existed, can no longer authenticate: see 0002_participant_token).
     from drawgap.clickme.store import ClickMeStore, TrialRecord
 
     store = ClickMeStore(make_engine(db_url), load_stimuli(stimuli), CONFIG)
     store.sync_stimuli()
     info = store.participant("study-1", "p-1")
     stored, state = store.record_trial(TrialRecord(str(uuid.uuid4()), "study-1", "p-1", False, 1, info.trials[1],
-                                                   [[3, 4, 50]], [], "skipped", 0.0, 900))
+                                                   [[3, 4, 50]], [], "skipped", 0.0, 900), info)
     assert stored and state["next_trial"] == 2
     store.engine.dispose()
 
