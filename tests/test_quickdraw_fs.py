@@ -140,3 +140,22 @@ def test_worker_processes_build_the_same_files(source):
     two = build_quickdraw_fs(config, source=src, progress=False, workers=2)
     for split in ("train", "test"):
         assert one[split].content_sha256() == two[split].content_sha256()
+
+
+def test_categories_all_means_every_category_file_in_source(source, cli, tmp_path):
+    src, _ = source
+    named = cli("data", "quickdraw-fs", "--categories", "pointy,round things", "--source", src, "--out", tmp_path / "named",
+                "--min-cluster", 50, "--seed", 3)
+    every = cli("data", "quickdraw-fs", "--categories", "all", "--source", src, "--out", tmp_path / "all",
+                "--min-cluster", 50, "--seed", 3)
+    assert named.code == 0 and every.code == 0, (named, every)
+    for split in ("train", "test"):  # 'all' is the sorted list of the folder's categories
+        a, b = read_dataset(tmp_path / "named" / f"{split}.npz"), read_dataset(tmp_path / "all" / f"{split}.npz")
+        assert a.content_sha256() == b.content_sha256()
+    assert read_dataset(tmp_path / "all" / "train.npz").meta["provenance"]["config"]["categories"] == ["pointy", "round things"]
+    no_source = cli("data", "quickdraw-fs", "--categories", "all", "--out", tmp_path / "x")
+    assert no_source.code == 2 and "--source" in no_source.err and not (tmp_path / "x").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = cli("data", "quickdraw-fs", "--categories", "all", "--source", empty, "--out", tmp_path / "y")
+    assert none.code == 2 and "no *.ndjson files" in none.err and not (tmp_path / "y").exists()

@@ -238,9 +238,20 @@ def data_quickdraw(
     _write_splits({"quickdraw": ds}, out, as_samples)
 
 
+def _category_list(categories: str, source: Optional[Path]) -> list[str]:
+    """--categories: comma-separated names, or `all` (every category file in --source)."""
+    if categories.strip() == "all":
+        if source is None:
+            raise InputError("'all' means every category file in --source; add --source FOLDER", field="--categories")
+        from drawgap.data.quickdraw import categories_in
+
+        return categories_in(source)
+    return [c.strip() for c in categories.split(",") if c.strip()]
+
+
 @data_app.command("quickdraw-fs")
 def data_quickdraw_fs(
-    categories: str = typer.Option(..., "--categories", help="Comma-separated Quick, Draw! categories to split into sub-categories."),
+    categories: str = typer.Option(..., "--categories", help="Comma-separated Quick, Draw! categories to split into sub-categories, or 'all': every category file in --source."),
     out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for train.npz and test.npz (or *_samples.npz with --as-samples)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Local folder of <category>.ndjson files; default: download into the cache."),
     min_cluster: int = typer.Option(500, "--min-cluster", help="N: keep clusters of at least N drawings, and take N of each."),
@@ -261,7 +272,7 @@ def data_quickdraw_fs(
     from drawgap.data.quickdraw_fs import build_quickdraw_fs, quickdraw_fs_config
 
     config = quickdraw_fs_config(
-        [c.strip() for c in categories.split(",") if c.strip()], image_size=size, min_cluster=min_cluster,
+        _category_list(categories, source), image_size=size, min_cluster=min_cluster,
         clusters_per_category=clusters_per_category, selection=selection, test_fraction=test_fraction, seed=seed,
         max_per_category=max_per_category, recognized_only=recognized_only, on_error=_on_error_option(on_error), critic=critic,
     )

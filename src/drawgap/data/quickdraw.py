@@ -682,6 +682,23 @@ def rasterizer_config() -> dict:
     }
 
 
+def categories_in(source: str | os.PathLike, kind: str = "simplified") -> list[str]:
+    """Every category with a file in the folder `source` (`<category>.ndjson` or the official
+    `full_simplified_<category>.ndjson`; `.npy` for bitmaps), sorted: what `--categories all` means."""
+    folder, ext, console_prefix = _kind(kind)
+    source = Path(source)
+    if not source.is_dir():
+        raise InputError("expected a folder of Quick, Draw! files", path=source)
+    names = set()
+    for f in source.iterdir():
+        if f.is_file() and f.name.endswith(ext):
+            stem = f.name[: -len(ext)]
+            names.add(urllib.parse.unquote(stem[len(console_prefix):] if stem.startswith(console_prefix) else stem))
+    if not names:
+        raise InputError(f"no *{ext} files: expected one per category", path=source)
+    return sorted(names)
+
+
 def _check_categories(categories: Sequence[str]) -> None:
     if not categories:
         raise InputError("expected at least one category", field="categories")
