@@ -75,7 +75,7 @@ def test_demo_trains_when_no_generator_is_shipped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "SHIPPED_GENERATORS_DIR", tmp_path / "none")
     real = training.run_training  # the real training loop, on a tiny network and batch
-    monkeypatch.setattr(training, "run_training", lambda *a, **k: real(*a, denoiser=TINY_DENOISER, batch_size=8, **k))
+    monkeypatch.setattr(training, "run_training", lambda *a, **k: real(*a, generator_config={"denoiser": TINY_DENOISER}, batch_size=8, **k))
     data = write_dataset(make_dataset(n_classes=4, per_class=4, size=48), tmp_path / "train.npz")
     cfg = demo.DemoConfig(out=tmp_path / "out", train_steps=1)
     record = demo.DemoRecord(config={})

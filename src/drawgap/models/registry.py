@@ -5,8 +5,10 @@ Trained generators ship like the critics: each a run directory (generator.json +
 named `<dataset>-<generator>`; `load_generator("strokes-cfgdm")` and `drawgap sample strokes-cfgdm ...`
 take the name wherever a run directory is accepted.
 
-Classes are listed as import paths and imported on first use, so that `drawgap --help` stays fast and a
-generator's heavy dependencies load only when it is used. A new generator adds one line to `GENERATORS`.
+A family declares itself: defining a `Generator` subclass with a `name` registers it (`declare_family`),
+so a family written outside drawgap (a test, a plug-in) trains, loads and samples like the built-in ones.
+The built-in families are listed as import paths and imported on first use, so that `drawgap --help`
+stays fast and a generator's heavy dependencies load only when it is used.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ GENERATORS: dict[str, str] = {
     "cfgdm": "drawgap.models.diffusion.model:CFGDM",
     "fsdm": "drawgap.models.diffusion.fsdm:FSDM",
 }
+
+# families defined so far, by name (built-in ones once imported)
+_DECLARED: dict[str, type[Generator]] = {}
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -62,11 +67,23 @@ def resolve_run_dir(name_or_dir: str | os.PathLike) -> Path:
     return Path(key)
 
 
+def declare_family(cls: type[Generator]) -> None:
+    """Register a generator family under its `name` (called when a `Generator` subclass is defined)."""
+    _DECLARED[cls.name] = cls
+
+
+def family_names() -> list[str]:
+    """The built-in families, then those declared elsewhere."""
+    return [*GENERATORS, *(n for n in _DECLARED if n not in GENERATORS)]
+
+
 def generator_class(name: str) -> type[Generator]:
-    if name not in GENERATORS:
-        raise InputError(f"unknown generator {name!r}; expected one of {', '.join(GENERATORS)}", field="generator")
-    module, attr = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    if name in GENERATORS and name not in _DECLARED:
+        module, _ = GENERATORS[name].split(":")
+        importlib.import_module(module)  # defining the class declares it
+    if name not in _DECLARED:
+        raise InputError(f"unknown generator {name!r}; expected one of {', '.join(family_names())}", field="generator")
+    return _DECLARED[name]
 
 
 def create_generator(name: str, seed: int | None = 0, **config) -> Generator:

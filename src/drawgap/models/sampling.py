@@ -70,7 +70,7 @@ def sample_to_files(
     *,
     per_exemplar: int,
     guidance: list[float] | None = None,
-    sampler: str = "dpm++",
+    sampler: str | None = None,
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 64,
@@ -80,6 +80,8 @@ def sample_to_files(
 ) -> list[Path]:
     """Write one samples file per guidance value into out_dir; return their paths.
 
+    sampler, steps, guidance: None is "not given", the generator family's default (`sampling_defaults`);
+    the family checks them and refuses those it does not have.
     classes: only the first N classes (0: all). device: torch device (default: cuda if available).
     """
     if per_exemplar < 1:
@@ -100,12 +102,9 @@ def sample_to_files(
 
     written = []
     for g in guidance if guidance is not None else [None]:
-        options = {"sampler": sampler, "steps": steps, "batch_size": batch_size}
-        if g is not None:
-            options["guidance"] = g
-        drawings = generator.sample(images, per_exemplar, seed=seed, progress=progress, **options)
-        params = {"guidance": g, "sampler": sampler, "steps": _steps_used(generator, sampler, steps),
-                  "per_exemplar": per_exemplar, "seed": seed}
+        options = generator.sampling_options(sampler=sampler, steps=steps, guidance=g)
+        drawings = generator.sample(images, per_exemplar, seed=seed, batch_size=batch_size, progress=progress, **options)
+        params = {"guidance": g, **generator.sampling_record(options), "per_exemplar": per_exemplar, "seed": seed}
         meta = {
             "generator": record["generator"],
             "params": params,
@@ -123,11 +122,3 @@ def sample_to_files(
         written.append(write_samples(samples, Path(out_dir) / samples_name(record["generator"], g)))
     return written
 
-
-def _steps_used(generator, sampler: str, steps: int | None) -> int | None:
-    """The step count a diffusion sampler actually runs (its default when `steps` is None)."""
-    if not hasattr(generator, "schedule"):
-        return steps
-    from drawgap.models.diffusion.samplers import make_scheduler
-
-    return len(make_scheduler(sampler, generator.schedule, steps).timesteps)

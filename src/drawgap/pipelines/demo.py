@@ -209,7 +209,8 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
 
 def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, train_data: Path) -> dict[str, Path]:
     """Stage 2: a run directory per generator in OUT/generators: the shipped one copied, or one trained here."""
-    from drawgap.models.training import run_training
+    from drawgap.models.training import TrainOptions, run_training
+    from drawgap.options import command_line
 
     runs = {}
     to_train = []
@@ -241,8 +242,9 @@ def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, tr
                 s = result.state
                 record.generators[name] = {"source": "trained", "dir": str(run_dir), "steps": s.step,
                                            "seconds": round(s.seconds, 1), "loss": s.loss, "stopped_by": result.stopped_by}
-                budget = f"--steps {cfg.train_steps}" if cfg.train_steps else f"--minutes {minutes:g}"
-                record.commands.append(f"drawgap train {name} --data {_q(train_data)} --out {_q(run_dir)} {budget} --seed {cfg.seed}")
+                budget = {"steps": cfg.train_steps} if cfg.train_steps else {"minutes": minutes}
+                record.commands.append(command_line(["drawgap", "train", name, "--data", _q(train_data), "--out", _q(run_dir)],
+                                                    [TrainOptions], {**budget, "seed": cfg.seed}))
                 console.print(f"{name}: trained {s.step} steps in {s.seconds / 60:.1f} min, loss "
                               f"{'-' if s.loss is None else f'{s.loss:.4f}'}")
                 runs[name] = run_dir
