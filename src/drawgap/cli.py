@@ -274,7 +274,8 @@ def evaluate_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="System name in the metrics (default: the samples' generator)."),
 ) -> None:
     """Diversity, recognizability, originality, generalization curve, Vendi score and 95% intervals of a samples file."""
-    from drawgap.metrics.evaluate import evaluate, write_metrics
+    from drawgap.metrics.evaluate import evaluate
+    from drawgap.metrics.metrics_file import write_metrics
 
     with _metric_warnings_to_stderr():
         metrics = evaluate(samples, critics=critics, simclr=simclr, protonet=protonet, human=human, queries=queries,

@@ -289,7 +289,8 @@ def load_critics(data: str) -> tuple:
 def evaluate_systems(cfg: DemoConfig, record: DemoRecord, console: Console, human: Path,
                      samples: list[Path], critics: tuple | None = None) -> list[Path]:
     """Stage 4: metrics of the human reference, then of each samples file against it."""
-    from drawgap.metrics.evaluate import evaluate, write_metrics
+    from drawgap.metrics.evaluate import evaluate
+    from drawgap.metrics.metrics_file import write_metrics
 
     simclr, protonet = critics or load_critics(cfg.data)
     metrics_dir = cfg.out / "metrics"
