@@ -71,6 +71,7 @@ def sample_per_exemplar(
     steps: int | None,
     batch_size: int,
     progress: bool,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """[C, n, 1, S, S] drawings of a diffusion generator, drawing (c, k) from the seed of (seed, c, k).
 
@@ -86,7 +87,7 @@ def sample_per_exemplar(
         with channels_last(model.denoiser):
             x = sample_in_batches(
                 noise_for, item_seeds(seed, n_classes, n).reshape(-1), sampler, model.schedule, steps, size, batch_size,
-                device=model.device, progress=progress,
+                device=model.device, progress=progress, guidance=guidance,
             )
     finally:
         model.train(was_training)
@@ -162,4 +163,4 @@ class DiffusionFamily(Generator):
         cond = self.check_exemplars(exemplars)
         options = self.sampling_options(sampler=sampler, steps=steps, guidance=guidance)
         return sample_per_exemplar(self, self.noise_for(cond, n, options), len(cond), n, seed, options["sampler"],
-                                   options["steps"], batch_size, progress)
+                                   options["steps"], batch_size, progress, options.get("guidance", 0.0))

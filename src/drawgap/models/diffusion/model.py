@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from drawgap.errors import InputError
 from drawgap.models.diffusion.denoisers import build_denoiser
 from drawgap.models.diffusion.family import DiffusionFamily, channels_last  # noqa: F401  (channels_last: public here before)
-from drawgap.models.diffusion.guidance import guided_noise
+from drawgap.models.diffusion.guidance import guided_noise, noise_pair
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
 
@@ -131,9 +131,9 @@ class ExemplarDiffusion(DiffusionFamily):
         cond_per_item = cond.repeat_interleave(n, dim=0)
         g = options["guidance"]
 
-        def noise_for(chunk: slice):
+        def noise_for(chunk: slice):  # (eps_cond, eps_uncond): the sampling loop combines them with g
             c = cond_per_item[chunk]
-            return lambda x_t, t: self.guided_noise(x_t, t, c, g)
+            return lambda x_t, t: noise_pair(self._sampling_noise, x_t, t, c, g)
 
         return noise_for
 
