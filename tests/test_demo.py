@@ -203,3 +203,18 @@ def test_importance_classes_option_is_checked(tmp_path):
         cfg.check()
     assert err.value.field == "--importance-classes"
     demo.DemoConfig(out=tmp_path, importance_classes=0).check()
+
+
+def test_recorded_commands_take_their_flags_from_the_cli():
+    from drawgap.options import cli_command
+
+    assert cli_command(["sample"], "runs/a b", per_exemplar=2, guidance="0,1", steps=None) == \
+        "drawgap sample 'runs/a b' --per-exemplar 2 --guidance 0,1"
+    assert cli_command(["train", "cfgdm"], data="d.npz", minutes=2.5, bf16=False, lr=1e-4) == \
+        "drawgap train cfgdm --data d.npz --minutes 2.5 --no-bf16 --lr 0.0001"  # the family's own flags too
+    assert cli_command(["importance", "maps", "diffusion"], "r", kind=["guided", "implicit"]) == \
+        "drawgap importance maps diffusion r --kind guided --kind implicit"
+    with pytest.raises(ValueError, match="has no option for 'per_drawing'"):
+        cli_command(["sample"], "r", per_drawing=2)  # a renamed flag fails where the command is written
+    with pytest.raises(ValueError, match="has no option for 'set_size'"):
+        cli_command(["train", "cfgdm"], set_size=3)

@@ -60,15 +60,15 @@ def data_validate(
     files: list[Path] = typer.Argument(..., help="Dataset or samples files to check."),
 ) -> None:
     """Check dataset or samples files against the formats of DESIGN.md; print each one's content hash."""
-    from drawgap.data.formats import read_dataset, read_samples, _load_npz
+    from drawgap.data.formats import Samples, read_drawings
 
     for f in files:
-        keys = _load_npz(f)
-        if "samples" in keys:
-            s = read_samples(f)
+        drawings = read_drawings(f)
+        if isinstance(drawings, Samples):
+            s = drawings
             typer.echo(f"ok samples {f}  ({_samples_summary(s)}; content sha256 {s.content_sha256()})")
         else:
-            ds = read_dataset(f)
+            ds = drawings
             typer.echo(f"ok dataset {f}  ({_dataset_summary(ds)}; content sha256 {ds.content_sha256()})")
 
 
@@ -539,11 +539,12 @@ def importance_maps_critic(
 ) -> None:
     """Which pixels drive a critic's one-shot decision (target: the drawing's class among the exemplars)."""
     from drawgap.critics import load_critic
-    from drawgap.importance.critic_attribution import critic_importance, parse_options, read_drawings_file
+    from drawgap.data.formats import read_drawings
+    from drawgap.importance.critic_attribution import critic_importance, parse_options
     from drawgap.importance.maps_file import write_maps
 
     options = parse_options(option, method)
-    m = critic_importance(load_critic(critic), read_drawings_file(data), method, per_class=per_class, seed=seed,
+    m = critic_importance(load_critic(critic), read_drawings(data), method, per_class=per_class, seed=seed,
                           classes=classes, **options)
     _echo_written("maps", write_maps(m, out), _maps_summary(m))
 
@@ -567,12 +568,12 @@ def importance_maps_diffusion(
     seed: int = typer.Option(0, "--seed", help="Seed of the trajectories."),
 ) -> None:
     """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2)."""
-    from drawgap.importance.critic_attribution import read_drawings_file
+    from drawgap.data.formats import read_drawings
     from drawgap.importance.diffusion_maps import diffusion_importance, exemplars_of
     from drawgap.importance.maps_file import write_maps
     from drawgap.models import load_generator
 
-    images, classes_, ids = exemplars_of(read_drawings_file(exemplars), classes)
+    images, classes_, ids = exemplars_of(read_drawings(exemplars), classes)
     generator = load_generator(run_dir)
     results = diffusion_importance(
         generator, images, classes_, seed=seed, progress=True, image_ids=ids, kinds=tuple(kind),

@@ -3,8 +3,8 @@
 A generator family declares its `drawgap train` options as a dataclass whose fields are made with `option`
 (default, help, flag); the training loop declares its shared ones the same way (`TrainOptions`). The CLI
 builds `drawgap train FAMILY`'s options from these declarations (`typer_parameters`), so that a family's
-options live in its file alone, and `command_line` writes a command from the same declarations (the demo's
-recorded commands), so that a renamed flag cannot leave a stale command behind.
+options live in its file alone. `cli_command` writes a command line from the CLI's own option definitions
+(the demo's recorded commands), so that a renamed flag cannot leave a stale command behind.
 
 Every generated option defaults to None, "not given": the declared default applies, and a resumed run
 keeps the value it was started with (see `models.training.run_training`).
@@ -77,17 +77,35 @@ def given(options_class, values: dict) -> dict:
     return {k: v for k, v in values.items() if k in names and v is not None}
 
 
-def command_line(words: list[str], options_classes, values: dict) -> str:
-    """`words` then `--flag value` for each given value, its flag taken from the declaration (bools as
-    `--flag` / `--no-flag`). KeyError for a value no declaration has: the caller's name is stale."""
-    fields = {f.name: f for cls in options_classes for f in cli_fields(cls)}
-    parts = list(words)
-    for name, value in values.items():
+def cli_command(words: list[str], *arguments, **options) -> str:
+    """The command line `drawgap WORDS ARGUMENTS --flag value ...`, each flag looked up by its parameter
+    name in the CLI's own command (`drawgap.cli`), so that a renamed option fails here instead of in a
+    reader's shell. None values are left out, lists repeat the flag, booleans are `--flag` / `--no-flag`,
+    floats are written with format "g", and every value is quoted for a POSIX shell.
+    """
+    import shlex
+
+    import typer
+
+    from drawgap.cli import app
+
+    command = typer.main.get_command(app)
+    for word in words:
+        command = command.get_command(None, word)
+        if command is None:
+            raise ValueError(f"`drawgap {' '.join(words)}`: no such command")
+    params = {p.name: p for p in command.params}
+    quote = lambda v: shlex.quote(format(v, "g") if isinstance(v, float) else str(v))  # noqa: E731
+    parts = ["drawgap", *words, *map(quote, arguments)]
+    for name, value in options.items():
         if value is None:
             continue
-        flag = flag_of(fields[name])
-        if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{flag[2:]}")
-        else:
-            parts += [flag, format(value, "g") if isinstance(value, float) else str(value)]
+        if name not in params or not params[name].opts[0].startswith("-"):
+            raise ValueError(f"`drawgap {' '.join(words)}` has no option for {name!r}")
+        param = params[name]
+        if isinstance(value, bool) and param.secondary_opts:
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts += [param.opts[0], quote(v)]
     return " ".join(parts)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drawgap.data.formats import Samples, read_dataset, read_samples, write_samples
+from drawgap.data.formats import Samples, read_drawings, write_samples
 from drawgap.data.transforms import to_uint8
 from drawgap.errors import InputError
 from drawgap.models.base import read_generator_record
@@ -42,18 +42,11 @@ def parse_guidance(text: str | None) -> list[float] | None:
 
 def read_exemplars(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     """(exemplars [C, H, W], class names [C], source info) from a dataset file or a samples file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path=path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            is_samples = "samples" in z.files
-    except (OSError, ValueError) as exc:
-        raise InputError(f"expected an .npz file, could not read it ({exc})", path=path) from None
-    if is_samples:
-        s = read_samples(path)
+    drawings = read_drawings(path)
+    if isinstance(drawings, Samples):
+        s = drawings
         return s.exemplars, s.classes, {"path": str(path), "kind": "samples", **(s.meta.get("dataset") or {})}
-    ds = read_dataset(path)
+    ds = drawings
     info = {k: ds.meta.get(k) for k in ("name", "split", "source", "image_size")}
     return ds.exemplar_images(), ds.classes, {"path": str(path), "kind": "dataset", **info}
 
