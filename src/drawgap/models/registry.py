@@ -7,8 +7,8 @@ take the name wherever a run directory is accepted.
 
 A family declares itself: defining a `Generator` subclass with a `name` registers it (`declare_family`),
 so a family written outside drawgap (a test, a plug-in) trains, loads and samples like the built-in ones.
-The built-in families are listed as import paths and imported on first use, so that `drawgap --help`
-stays fast and a generator's heavy dependencies load only when it is used.
+The built-in families are found by importing the modules of `drawgap.models` the first time a name is
+asked for (not before, so that `drawgap --help` stays fast): a new family is one file in `models/`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pkgutil
 from pathlib import Path
 
 import torch
 
 from drawgap.errors import InputError
 from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE, Generator, read_generator_record
-
-GENERATORS: dict[str, str] = {
-    "ddpm": "drawgap.models.diffusion.model:DDPM",
-    "cfgdm": "drawgap.models.diffusion.model:CFGDM",
-    "fsdm": "drawgap.models.diffusion.fsdm:FSDM",
-}
 
 # families defined so far, by name (built-in ones once imported)
 _DECLARED: dict[str, type[Generator]] = {}
@@ -72,17 +67,25 @@ def declare_family(cls: type[Generator]) -> None:
     _DECLARED[cls.name] = cls
 
 
+def _import_builtin_families() -> None:
+    """Import every module of `drawgap.models` once: defining a family's class declares it."""
+    import drawgap.models as package
+
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+
+
 def family_names() -> list[str]:
-    """The built-in families, then those declared elsewhere."""
-    return [*GENERATORS, *(n for n in _DECLARED if n not in GENERATORS)]
+    """Every generator family: the built-in ones and those declared elsewhere, by name."""
+    _import_builtin_families()
+    return sorted(_DECLARED)
 
 
 def generator_class(name: str) -> type[Generator]:
-    if name in GENERATORS and name not in _DECLARED:
-        module, _ = GENERATORS[name].split(":")
-        importlib.import_module(module)  # defining the class declares it
     if name not in _DECLARED:
-        raise InputError(f"unknown generator {name!r}; expected one of {', '.join(family_names())}", field="generator")
+        _import_builtin_families()
+    if name not in _DECLARED:
+        raise InputError(f"unknown generator {name!r}; expected one of {', '.join(sorted(_DECLARED))}", field="generator")
     return _DECLARED[name]
 
 
