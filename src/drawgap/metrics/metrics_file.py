@@ -3,12 +3,12 @@ is for maps. `drawgap evaluate` writes it; `compare`, `report` and `evaluate --h
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from drawgap.errors import InputError
 from drawgap.io import write_json_atomic
+from drawgap.weights import read_record
 
 METRICS_FORMAT = "drawgap.metrics/1"
 
@@ -24,17 +24,7 @@ def write_metrics(metrics: dict, path: str | os.PathLike) -> Path:
 
 def read_metrics(path: str | os.PathLike) -> dict:
     """A metrics.json file, checked for the keys of DESIGN.md; InputError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path=path)
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"expected a metrics JSON file ({exc})", path=path) from None
-    if not isinstance(metrics, dict):
-        raise InputError("expected a JSON object", path=path)
-    if metrics.get("format") != METRICS_FORMAT:
-        raise InputError(f"expected format {METRICS_FORMAT!r}, got {metrics.get('format')!r}", path=path, field="format")
+    metrics = read_record(path, METRICS_FORMAT)
     for key in REQUIRED_KEYS:
         if key not in metrics:
             raise InputError("missing key", path=path, field=key)

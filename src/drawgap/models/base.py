@@ -37,9 +37,10 @@ from torch import nn
 
 from drawgap.data.transforms import as_tensor_images
 from drawgap.errors import InputError
-from drawgap.io import atomic_path, write_json_atomic
+from drawgap.io import write_json_atomic
 from drawgap.options import model_fields
 from drawgap.provenance import provenance
+from drawgap.weights import load_weights, read_record, read_weights, write_weights
 
 GENERATOR_FORMAT = "drawgap.generator/1"
 CONFIG_FILE = "generator.json"
@@ -170,21 +171,18 @@ class Generator(nn.Module, ABC):
     # ------------------------------------------------------------------------------------ save / load
 
     def save(self, directory: str | os.PathLike, extra: dict | None = None, seed: int | None = None) -> Path:
-        """Write `generator.json` and `weights.safetensors` into `directory` (each atomically).
+        """Write `weights.safetensors` then `generator.json` (each atomically, the weights' sha256 recorded).
 
         seed: the seed of the run that made the weights, recorded in the provenance."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": GENERATOR_FORMAT, "generator": self.name})
+        sha256 = write_weights(self, directory / WEIGHTS_FILE, metadata={"format": GENERATOR_FORMAT, "generator": self.name})
         record = {
             "format": GENERATOR_FORMAT,
             "generator": self.name,
             "config": self.config,
             "n_parameters": sum(p.numel() for p in self.parameters()),
+            "weights_sha256": sha256,
             **(extra or {}),
             "provenance": provenance(self.config, seed),
         }
@@ -193,10 +191,8 @@ class Generator(nn.Module, ABC):
 
     @classmethod
     def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Generator":
-        """Rebuild a generator from a directory written by `save`; InputError on missing or mismatched files."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
+        """Rebuild a generator from a directory written by `save`; InputError on missing or mismatched files
+        (weights whose sha256 differs from the recorded one included; records older than it are not checked)."""
         directory = Path(directory)
         record = read_generator_record(directory)
         if cls.name and record["generator"] != cls.name:
@@ -206,48 +202,20 @@ class Generator(nn.Module, ABC):
         except (TypeError, ValueError) as exc:
             raise InputError(f"config does not build a {cls.name or 'generator'} ({exc})", path=directory / CONFIG_FILE, field="config") from None
         weights = directory / WEIGHTS_FILE
-        if not weights.exists():
-            raise InputError("no such file (the run directory holds no trained weights)", path=weights)
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise InputError(f"expected a safetensors file, could not read it ({exc})", path=weights) from None
-        _check_state(model, state, weights)
-        model.load_state_dict(state)
+        state = read_weights(weights, map_location, record.get("weights_sha256"), CONFIG_FILE,
+                             missing="no such file (the run directory holds no trained weights)")
+        load_weights(model, state, weights)
         return model.to(map_location).eval()
 
 
 def read_generator_record(directory: str | os.PathLike) -> dict:
     """The parsed `generator.json` of a run directory, checked for its required fields."""
     path = Path(directory) / CONFIG_FILE
-    if not path.exists():
-        raise InputError("no such file (not a run directory written by `drawgap train`)", path=path)
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"expected JSON ({exc})", path=path) from None
-    if not isinstance(record, dict) or record.get("format") != GENERATOR_FORMAT:
-        raise InputError(f"expected format {GENERATOR_FORMAT!r}", path=path, field="format")
+    record = read_record(path, GENERATOR_FORMAT, missing="no such file (not a run directory written by `drawgap train`)")
     for key, kind in (("generator", str), ("config", dict)):
         if not isinstance(record.get(key), kind):
             raise InputError(f"expected a {kind.__name__}", path=path, field=key)
     return record
-
-
-def _check_state(model: nn.Module, state: dict, path: Path) -> None:
-    """Name the first missing, unexpected or mis-shaped tensor (load_state_dict's message is many lines)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
-        raise InputError(
-            f"weights do not match the config ({len(missing)} missing, {len(unexpected)} unexpected tensors; {what})",
-            path=path,
-        )
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise InputError(f"weights do not match the config: {k} has shape {list(state[k].shape)}, expected {list(v.shape)}", path=path)
 
 
 def item_seeds(seed: int, rows: int, n: int) -> np.ndarray:

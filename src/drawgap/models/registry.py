@@ -23,19 +23,16 @@ import torch
 
 from drawgap.errors import InputError
 from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE, Generator, read_generator_record
+from drawgap.shipped import shipped_names
+from drawgap.weights import file_sha256, install_directory, resolve_directory
 
 # families defined so far, by name (built-in ones once imported)
 _DECLARED: dict[str, type[Generator]] = {}
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# The trained generators drawgap ships, by name: what each one is.
-SHIPPED: dict[str, str] = {
-    "strokes-ddpm": "DDPM conditioned on the exemplar, built-in strokes dataset (48 px)",
-    "strokes-cfgdm": "CFGDM (classifier-free guidance), built-in strokes dataset (48 px)",
-    "omniglot-ddpm": "DDPM conditioned on the exemplar, Omniglot weak split (48 px)",
-    "omniglot-cfgdm": "CFGDM (classifier-free guidance), Omniglot weak split (48 px)",
-}
+# The trained generators drawgap ships, by name (a view of the one table, `drawgap.shipped`).
+SHIPPED: dict[str, str] = shipped_names("generator")
 
 
 def shipped_dir(name: str) -> Path:
@@ -49,17 +46,8 @@ def is_installed(directory: str | os.PathLike) -> bool:
 
 def resolve_run_dir(name_or_dir: str | os.PathLike) -> Path:
     """The run directory of a shipped generator's name, or the directory given."""
-    key = os.fspath(name_or_dir)
-    if key in SHIPPED:
-        directory = shipped_dir(key)
-        if not is_installed(directory):
-            raise InputError(f"generator {key!r} is known but its weights are not installed in {directory}; "
-                             f"train it with `drawgap train` and copy the run directory there", field="generator")
-        return directory
-    if not Path(key).is_dir() and "/" not in key and not key.startswith("."):
-        raise InputError(f"expected a run directory or a shipped generator ({', '.join(SHIPPED)}), got {key!r}",
-                         field="generator")
-    return Path(key)
+    return resolve_directory(name_or_dir, "generator", WEIGHTS_DIR, (CONFIG_FILE, WEIGHTS_FILE),
+                             "train it with `drawgap train` and copy the run directory there", paths_may_be_missing=True)
 
 
 def declare_family(cls: type[Generator]) -> None:
@@ -119,11 +107,6 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
     """Copy a trained run (generator.json, weights.safetensors, train.json) into the package's
     `weights/<name>/` under a shipped name, with a TRAINING.md holding the command, the data, the training
     time and, from `metrics` files written by `drawgap evaluate`, how well it draws."""
-    import shutil
-
-    from drawgap.critics.registry import file_sha256
-    from drawgap.io import atomic_path
-
     if name not in SHIPPED:
         raise InputError(f"expected a shipped name ({', '.join(SHIPPED)}), got {name!r}", field="name")
     run_dir = Path(run_dir)
@@ -135,17 +118,11 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
     megabytes = weights.stat().st_size / 1e6
     if megabytes >= 25:
         raise InputError(f"expected weights under 25 MB to keep in the repository, got {megabytes:.1f} MB", path=weights)
-    dest = shipped_dir(name)
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in (WEIGHTS_FILE, CONFIG_FILE, "train.json"):
-        if (run_dir / f).is_file():
-            with atomic_path(dest / f) as tmp:
-                shutil.copyfile(run_dir / f, tmp)
     record = read_generator_record(run_dir)
     train = json.loads((run_dir / "train.json").read_text()) if (run_dir / "train.json").is_file() else {}
     evaluated = [(Path(p), json.loads(Path(p).read_text())) for p in metrics]
-    with atomic_path(dest / "TRAINING.md") as tmp:
-        tmp.write_text(generator_notes(name, record, train, file_sha256(weights), evaluated, notes))
+    dest = install_directory(run_dir, shipped_dir(name), (WEIGHTS_FILE, CONFIG_FILE, "train.json"),
+                             generator_notes(name, record, train, file_sha256(weights), evaluated, notes))
     assert sum(p.numel() for p in load_generator(name).parameters()) == sum(p.numel() for p in generator.parameters())
     return dest
 

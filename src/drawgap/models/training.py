@@ -495,7 +495,7 @@ def run_training(
     options: `TrainOptions` fields and the family's `Options` fields; None means "not given" (the default,
     or on resume the run's value). generator_config: constructor arguments over those the options give.
     """
-    from drawgap.critics.registry import file_sha256
+    from drawgap.weights import file_sha256
     from drawgap.data.formats import read_dataset
     from drawgap.models.base import read_generator_record
     from drawgap.models.registry import create_generator, generator_class
