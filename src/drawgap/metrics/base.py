@@ -14,6 +14,8 @@ from typing import Callable, ClassVar
 
 import torch
 
+from drawgap.metrics._checks import check_critic, check_sample_images, embed_classes
+
 
 @dataclass
 class CriticOutputs:
@@ -84,3 +86,25 @@ class Metric(ABC):
     def report(self, result: dict, ci: Callable[..., list[float] | None]) -> Report:
         """Its entries in metrics.json from `compute()`'s result; `ci(per_class, ..., statistic=)` is the
         bootstrap over classes that `evaluate` uses for every interval."""
+
+
+class FeatureMetric(Metric):
+    """A metric of the samples' SimCLR features alone (diversity, Vendi): built with the SimCLR critic, it
+    also takes drawings (`update_images`); subclasses implement `update_features(features [C, S, D])`."""
+
+    def __init__(self, critic=None):
+        self.critic = None if critic is None else check_critic(critic, "features", "SimCLR")
+        self.reset()
+
+    @abstractmethod
+    def update_features(self, features: torch.Tensor, exemplar_features: torch.Tensor | None = None) -> None:
+        """Add the SimCLR features [C, S, D] of one batch of classes."""
+
+    def update_outputs(self, outputs: CriticOutputs) -> None:
+        self.update_features(outputs.features)
+
+    def update_images(self, samples, exemplars=None) -> None:
+        if self.critic is None:
+            raise TypeError(f"{type(self).__name__} was built without a critic: call update_features(features) instead")
+        samples, _ = check_sample_images(samples, exemplars)
+        self.update_features(embed_classes(self.critic.features, samples))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from drawgap.metrics.base import CriticOutputs, Metric, Report
+from drawgap.metrics._checks import as_class_features
+from drawgap.metrics.base import FeatureMetric, Report
 from drawgap.metrics.bootstrap import ratio_of_means
-from drawgap.metrics._checks import as_class_features, check_critic, check_sample_images, embed_classes
 
 
 def class_diversity(features: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ DIVERSITY_DEFINITION = ("diversity = diversity_normalized: ICML 2023, per-class 
                         "of SimCLR features divided by the system's feature scale s; diversity_raw: NeurIPS 2022 Eq. 2")
 
 
-class Diversity(Metric):
+class Diversity(FeatureMetric):
     """Accumulates raw and normalised diversity over batches of classes (torchmetrics style).
 
     >>> metric = Diversity(simclr)                                   # doctest: +SKIP
@@ -68,23 +68,10 @@ class Diversity(Metric):
 
     scalars = ("diversity", "diversity_raw")
 
-    def __init__(self, critic=None):
-        self.critic = None if critic is None else check_critic(critic, "features", "SimCLR")
-        self.reset()
-
     def reset(self) -> None:
         self.per_class_raw: list[torch.Tensor] = []
         self.per_class_spread: list[torch.Tensor] = []
         self.samples_per_class: int | None = None
-
-    def update_outputs(self, outputs: CriticOutputs) -> None:
-        self.update_features(outputs.features)
-
-    def update_images(self, samples, exemplars=None) -> None:
-        if self.critic is None:
-            raise TypeError("Diversity was built without a critic: call update_features(features) instead")
-        samples, _ = check_sample_images(samples, exemplars)
-        self.update_features(embed_classes(self.critic.features, samples))
 
     def update_features(self, features: torch.Tensor, exemplar_features: torch.Tensor | None = None) -> None:
         features = as_class_features(features)

@@ -17,7 +17,6 @@ import warnings
 import torch
 
 from drawgap.errors import InputError
-from drawgap.metrics.base import CriticOutputs, Metric, Protocol, Report
 from drawgap.metrics._checks import (
     as_class_features,
     as_exemplar_features,
@@ -26,6 +25,7 @@ from drawgap.metrics._checks import (
     check_sample_images,
     embed_classes,
 )
+from drawgap.metrics.base import CriticOutputs, Metric, Protocol, Report
 
 PAD = -1  # class id of an empty slot in a short last episode
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from drawgap.metrics._checks import as_class_features, check_critic, check_sample_images, embed_classes
-from drawgap.metrics.base import CriticOutputs, Metric, Report
+from drawgap.metrics._checks import as_class_features
+from drawgap.metrics.base import FeatureMetric, Report
 
 
 def vendi_score(features) -> torch.Tensor:
@@ -30,26 +30,13 @@ def vendi_score(features) -> torch.Tensor:
     return score[0] if single else score
 
 
-class Vendi(Metric):
+class Vendi(FeatureMetric):
     """Accumulates per-class Vendi scores over batches of classes (torchmetrics style)."""
 
     scalars = ("vendi",)
 
-    def __init__(self, critic=None):
-        self.critic = None if critic is None else check_critic(critic, "features", "SimCLR")
-        self.reset()
-
     def reset(self) -> None:
         self.per_class: list[torch.Tensor] = []
-
-    def update_outputs(self, outputs: CriticOutputs) -> None:
-        self.update_features(outputs.features)
-
-    def update_images(self, samples, exemplars=None) -> None:
-        if self.critic is None:
-            raise TypeError("Vendi was built without a critic: call update_features(features) instead")
-        samples, _ = check_sample_images(samples, exemplars)
-        self.update_features(embed_classes(self.critic.features, samples))
 
     def update_features(self, features, exemplar_features=None) -> None:
         self.per_class.append(vendi_score(as_class_features(features)))
