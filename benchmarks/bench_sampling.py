@@ -124,6 +124,7 @@ def quality(args) -> None:
     from drawgap.data.formats import Samples, read_dataset
     from drawgap.data.transforms import to_uint8
     from drawgap.models import load_generator
+    from drawgap.models.diffusion.family import DiffusionOptions
     from drawgap.models.training import TrainOptions, train
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_sampling_"))
@@ -143,9 +144,8 @@ def quality(args) -> None:
         run = work / f"run_{name}"
         g = create_generator("cfgdm", seed=0, image_size=train_ds.image_size, preset=cfg["preset"])
         t0 = time.perf_counter()
-        options = TrainOptions(steps=args.train_steps, batch_size=args.batch_size, seed=0, lr=args.lr,
-                               checkpoint_every=args.train_steps)
-        result = train(g, train_ds, run, options, progress=args.progress)
+        options = TrainOptions(steps=args.train_steps, batch_size=args.batch_size, seed=0, checkpoint_every=args.train_steps)
+        result = train(g, train_ds, run, options, family_options=DiffusionOptions(lr=args.lr), progress=args.progress)
         train_s = time.perf_counter() - t0
         g = load_generator(run, map_location=args.device)
         t0 = time.perf_counter()

@@ -54,7 +54,8 @@ def main() -> None:
     ap.add_argument("--work", default="runs/sampler_agreement")
     args = ap.parse_args()
 
-    from drawgap.metrics.evaluate import evaluate, write_metrics
+    from drawgap.metrics.evaluate import evaluate
+    from drawgap.metrics.metrics_file import write_metrics
     from drawgap.models.sampling import sample_to_files
 
     work = Path(args.work)

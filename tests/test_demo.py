@@ -75,7 +75,7 @@ def test_demo_trains_when_no_generator_is_shipped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "SHIPPED_GENERATORS_DIR", tmp_path / "none")
     real = training.run_training  # the real training loop, on a tiny network and batch
-    monkeypatch.setattr(training, "run_training", lambda *a, **k: real(*a, denoiser=TINY_DENOISER, batch_size=8, **k))
+    monkeypatch.setattr(training, "run_training", lambda *a, **k: real(*a, generator_config={"denoiser": TINY_DENOISER}, batch_size=8, **k))
     data = write_dataset(make_dataset(n_classes=4, per_class=4, size=48), tmp_path / "train.npz")
     cfg = demo.DemoConfig(out=tmp_path / "out", train_steps=1)
     record = demo.DemoRecord(config={})
@@ -203,3 +203,18 @@ def test_importance_classes_option_is_checked(tmp_path):
         cfg.check()
     assert err.value.field == "--importance-classes"
     demo.DemoConfig(out=tmp_path, importance_classes=0).check()
+
+
+def test_recorded_commands_take_their_flags_from_the_cli():
+    from drawgap.options import cli_command
+
+    assert cli_command(["sample"], "runs/a b", per_exemplar=2, guidance="0,1", steps=None) == \
+        "drawgap sample 'runs/a b' --per-exemplar 2 --guidance 0,1"
+    assert cli_command(["train", "cfgdm"], data="d.npz", minutes=2.5, bf16=False, lr=1e-4) == \
+        "drawgap train cfgdm --data d.npz --minutes 2.5 --no-bf16 --lr 0.0001"  # the family's own flags too
+    assert cli_command(["importance", "maps", "diffusion"], "r", kind=["guided", "implicit"]) == \
+        "drawgap importance maps diffusion r --kind guided --kind implicit"
+    with pytest.raises(ValueError, match="has no option for 'per_drawing'"):
+        cli_command(["sample"], "r", per_drawing=2)  # a renamed flag fails where the command is written
+    with pytest.raises(ValueError, match="has no option for 'set_size'"):
+        cli_command(["train", "cfgdm"], set_size=3)

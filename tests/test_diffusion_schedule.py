@@ -112,3 +112,19 @@ def test_guided_noise_is_one_doubled_batch():
     assert torch.allclose(out, torch.full_like(x, 3.0))  # (1 + 2) * 1 - 2 * 0
     calls.clear()
     assert torch.equal(guided_noise(denoise, x, t, c, g=0.0), x + c) and calls == [3]
+
+
+def test_sample_loop_combines_the_pair_and_shows_each_step_to_the_hook():
+    s = PaperLinearScheduler(num_train_timesteps=6)
+    pair = lambda x, t: (0.1 * x, -0.2 * x)  # noqa: E731
+    seen = []
+    hook = lambda t, x_t, eps_c, eps_u: seen.append((t, x_t.clone(), eps_c, eps_u))  # noqa: E731
+    a = sample_loop(pair, make_scheduler("ddim", s, 3), drawing_generators([1, 2]), (1, 2, 2), on_step=hook, guidance=0.5)
+    b = sample_loop(lambda x, t: combine(0.1 * x, -0.2 * x, 0.5), make_scheduler("ddim", s, 3), drawing_generators([1, 2]), (1, 2, 2))
+    assert torch.equal(a, b)
+    assert [t for t, *_ in seen] == [int(t) for t in make_scheduler("ddim", s, 3).timesteps]
+    t0, x0, ec, eu = seen[0]
+    assert torch.equal(ec, 0.1 * x0) and torch.equal(eu, -0.2 * x0)
+    # a plain eps is eps_cond, with no unconditional prediction
+    sample_loop(lambda x, t: 0.1 * x, make_scheduler("ddim", s, 2), drawing_generators([1]), (1, 2, 2), on_step=hook)
+    assert seen[-1][3] is None

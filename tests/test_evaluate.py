@@ -10,7 +10,7 @@ from drawgap.critics import ProtoNetCritic, SimCLRCritic, save_critic
 from drawgap.data.formats import Samples, write_samples
 from drawgap.errors import InputError
 from drawgap.metrics import compare, distance_to_human, evaluate, read_metrics, write_metrics
-from drawgap.metrics.evaluate import METRICS_FORMAT
+from drawgap.metrics.metrics_file import METRICS_FORMAT
 
 SIZE, C, S = 16, 6, 10
 FAST = dict(queries=20, bootstrap=100)
@@ -210,7 +210,7 @@ def test_compare_refuses_mixed_critics_and_unknown_human(three_systems):
 
 
 def test_inference_copy_keeps_the_critic_and_its_features():
-    from drawgap.metrics.evaluate import inference_copy
+    from drawgap.critics.inference import inference_copy
 
     simclr = SimCLRCritic("omniglot", image_size=SIZE)
     with torch.no_grad():  # give the batch norms non-trivial statistics to fold
@@ -227,7 +227,7 @@ def test_inference_copy_keeps_the_critic_and_its_features():
 
 
 def test_critic_runner_splits_over_threads_and_restores_the_thread_count(critics):
-    from drawgap.metrics.evaluate import CriticRunner
+    from drawgap.critics.inference import CriticRunner
 
     images = torch.as_tensor(np.concatenate([_exemplars(seed) for seed in range(4)]))
     assert critics[0].training  # a fresh module: the runner must not run it in training mode from threads

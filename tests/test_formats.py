@@ -7,6 +7,7 @@ from drawgap.data.formats import (
     Dataset,
     Samples,
     read_dataset,
+    read_drawings,
     read_samples,
     write_dataset,
     write_samples,
@@ -38,6 +39,18 @@ def test_samples_round_trip_and_human_rows(tmp_path, tiny_dataset):
     np.testing.assert_array_equal(back.samples, s.samples)
     assert back.meta["generator"] == "human"
     assert back.meta["format"] == "drawgap.samples/1"
+
+
+def test_one_reader_for_a_dataset_or_a_samples_file(tmp_path, tiny_dataset):
+    ds = read_drawings(write_dataset(tiny_dataset, tmp_path / "d.npz"))
+    assert isinstance(ds, Dataset) and ds.content_sha256() == tiny_dataset.content_sha256()
+    s = read_drawings(write_samples(tiny_dataset.to_samples(), tmp_path / "s.npz"))
+    assert isinstance(s, Samples) and s.content_sha256() == tiny_dataset.to_samples().content_sha256()
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz: expected an .npz file"):
+        read_drawings(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="missing.npz: no such file"):
+        read_drawings(tmp_path / "missing.npz")
 
 
 def test_content_hash_follows_the_drawings_not_the_file(tmp_path, tiny_dataset):

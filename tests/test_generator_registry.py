@@ -92,3 +92,16 @@ def test_cli_lists_and_samples_by_name(weights_dir, trained_run, tmp_path, cli):
     assert "omniglot-cfgdm   not installed" in listing.out
     result = cli("sample", "omniglot-cfgdm", "--exemplars", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o"))
     assert result.code == 2 and "not installed" in result.err
+
+
+def test_generator_weights_are_checked_against_their_recorded_sha256(tmp_path):
+    """Generators persist like critics (drawgap.weights): the record holds the weights' sha256, and weights
+    that are valid safetensors but not the recorded ones are refused."""
+    from drawgap.weights import file_sha256
+
+    a = create_generator("cfgdm", seed=1, image_size=8, denoiser=LEAN, num_train_timesteps=10).save(tmp_path / "a")
+    b = create_generator("cfgdm", seed=2, image_size=8, denoiser=LEAN, num_train_timesteps=10).save(tmp_path / "b")
+    assert json.loads((a / "generator.json").read_text())["weights_sha256"] == file_sha256(a / "weights.safetensors")
+    (a / "weights.safetensors").write_bytes((b / "weights.safetensors").read_bytes())
+    with pytest.raises(InputError, match="weights.safetensors: expected weights with sha256 .* \\(from generator.json\\)"):
+        load_generator(a)

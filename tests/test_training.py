@@ -65,9 +65,9 @@ def test_resume_continues_exactly(tmp_path, data):
     assert resumed.weights_sha256 == straight.weights_sha256
     a, b = load_generator(tmp_path / "a"), load_generator(tmp_path / "b")  # the EMA weights too
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
-    # lr decays linearly to 0 at the last step (log after each step s: 1e-4 * (1 - s / 6))
+    # lr decays linearly to 0 at the last step (the log of step s + 1 holds the lr it ran with: 1e-4 * (1 - s / 6))
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
-    assert lrs == pytest.approx([1e-4 * (1 - s / 6) for s in range(1, 7)])
+    assert lrs == pytest.approx([1e-4 * (1 - s / 6) for s in range(0, 6)])
     # checkpoints at steps 2, 4, 6; the two newest are kept
     assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]
 

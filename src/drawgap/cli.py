@@ -76,20 +76,15 @@ def data_validate(
 ) -> None:
     """Check dataset or samples files against the formats of DESIGN.md; print each one's content hash.
     Every file is checked: each bad one gets an error line, and the exit code is 2 if any was bad."""
-    from drawgap.data.formats import check_not_empty, read_dataset, read_samples, _load_npz
+    from drawgap.data.formats import Samples, check_not_empty, read_drawings
 
     bad = 0
     for f in files:
         try:
-            keys = _load_npz(f)
-            if "samples" in keys:
-                s = read_samples(f)
-                check_not_empty(s, f)
-                typer.echo(f"ok samples {f}  ({_samples_summary(s)}; content sha256 {s.content_sha256()})")
-            else:
-                ds = read_dataset(f)
-                check_not_empty(ds, f)
-                typer.echo(f"ok dataset {f}  ({_dataset_summary(ds)}; content sha256 {ds.content_sha256()})")
+            drawings = read_drawings(f)
+            check_not_empty(drawings, f)
+            kind, summary = ("samples", _samples_summary(drawings)) if isinstance(drawings, Samples) else ("dataset", _dataset_summary(drawings))
+            typer.echo(f"ok {kind} {f}  ({summary}; content sha256 {drawings.content_sha256()})")
         except InputError as exc:
             bad += 1
             typer.echo(f"drawgap: error: {exc}", err=True)
@@ -313,7 +308,8 @@ def evaluate_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="System name in the metrics (default: the samples' generator)."),
 ) -> None:
     """Diversity, recognizability, originality, generalization curve, Vendi score and 95% intervals of a samples file."""
-    from drawgap.metrics.evaluate import evaluate, write_metrics
+    from drawgap.metrics.evaluate import evaluate
+    from drawgap.metrics.metrics_file import write_metrics
 
     with _metric_warnings_to_stderr():
         metrics = evaluate(samples, critics=critics, simclr=simclr, protonet=protonet, human=human, queries=queries,
@@ -612,11 +608,12 @@ def importance_maps_critic(
 ) -> None:
     """Which pixels drive a critic's one-shot decision (target: the drawing's class among the exemplars)."""
     from drawgap.critics import load_critic
-    from drawgap.importance.critic_attribution import critic_importance, parse_options, read_drawings_file
+    from drawgap.data.formats import read_drawings
+    from drawgap.importance.critic_attribution import critic_importance, parse_options
     from drawgap.importance.maps_file import write_maps
 
     options = parse_options(option, method)
-    m = critic_importance(load_critic(critic), read_drawings_file(data), method, per_class=per_class, seed=seed,
+    m = critic_importance(load_critic(critic), read_drawings(data), method, per_class=per_class, seed=seed,
                           classes=classes, **options)
     _echo_written("maps", write_maps(m, out), _maps_summary(m))
 
@@ -640,12 +637,12 @@ def importance_maps_diffusion(
     seed: int = typer.Option(0, "--seed", help="Seed of the trajectories."),
 ) -> None:
     """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2)."""
-    from drawgap.importance.critic_attribution import read_drawings_file
+    from drawgap.data.formats import read_drawings
     from drawgap.importance.diffusion_maps import diffusion_importance, exemplars_of
     from drawgap.importance.maps_file import write_maps
     from drawgap.models import load_generator
 
-    images, classes_, ids = exemplars_of(read_drawings_file(exemplars), classes)
+    images, classes_, ids = exemplars_of(read_drawings(exemplars), classes)
     generator = load_generator(run_dir)
     results = diffusion_importance(
         generator, images, classes_, seed=seed, progress=True, image_ids=ids, kinds=tuple(kind),
@@ -763,48 +760,62 @@ def importance_figure_cmd(
 # ------------------------------------------------------------------------------ train / sample (generators)
 
 
-@app.command("train")
-def train_cmd(
-    generator: str = typer.Argument(..., help="ddpm | cfgdm | fsdm"),
-    data: Path = typer.Option(..., "--data", help="Training dataset file (.npz)."),
-    out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Run directory: generator.json + weights.safetensors (EMA), checkpoints/, log.jsonl."),
-    preset: str = typer.Option("default", "--preset", help="Denoiser: default (lean UNet2DModel) or paper (the ICML ConvNeXt U-Net)."),
-    n_feat: Optional[int] = typer.Option(None, "--n-feat", help="Paper preset width: 48 (Omniglot, the default) or 60 (QuickDraw-FS)."),
-    widths: Optional[str] = typer.Option(None, "--widths", help="Default preset widths per level, e.g. 32,64,64 [24,48,64]."),
-    set_size: Optional[int] = typer.Option(None, "--set-size", help="fsdm: drawings per class-homogeneous training set (default 5)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in all (the LR decays linearly to 0 there)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget of this run; without --steps the step count is estimated from the speed."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items per step and process (fsdm: sets) [64]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [1e-4]."),
-    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="linear (decay to 0, SPEC.md 2.1) or constant [linear]."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 mixed precision [off]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, data order and noise [0]."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps (and on Ctrl-C / SIGTERM) [500]."),
-    augment_class: Optional[bool] = typer.Option(None, "--augment-class/--no-augment-class", help="QuickDraw-FS class augmentation (SPEC.md 1.2) [off]."),
-    cpu: Optional[bool] = typer.Option(None, "--cpu/--no-cpu", help="Train on the CPU even where a GPU is present."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint, exactly."),
-) -> None:
-    """Train a diffusion generator (CPU or GPU); N processes: accelerate launch --multi_gpu --num_processes N -m drawgap.cli train ..."""
-    from drawgap.models.diffusion.denoisers import preset_overrides
-    from drawgap.models.training import run_training
+class _FamilyCommands(typer.core.TyperGroup):
+    """`drawgap train FAMILY`: a command per generator family, listed from the registry and built on demand
+    from the family's declared options (`Generator.Options`) and the loop's (`TrainOptions`)."""
 
-    denoiser = preset_overrides(preset, n_feat=n_feat, widths=widths)
-    if set_size is not None and generator != "fsdm":
-        raise InputError("--set-size applies to fsdm only", field="--set-size")
-    result = run_training(
-        generator, data, out, preset=preset, denoiser=denoiser,
-        generator_config={} if set_size is None else {"set_size": set_size}, resume=resume, progress=sys.stderr.isatty(),
-        steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, bf16=bf16, seed=seed,
-        checkpoint_every=checkpoint_every, augment_class=augment_class, cpu=cpu,
-    )
-    state = result.state
-    if result.process_index == 0:
-        loss = "-" if state.loss is None else f"{state.loss:.4f}"
-        _echo_written("generator", out, f"{generator}, step {state.step}/{state.total_steps}, loss {loss}, {state.seconds / 60:.1f} min, stopped by {result.stopped_by}")
-    typer.echo(f"process {result.process_index}/{result.num_processes}: step {state.step}, weights sha256 {result.weights_sha256}")
-    if result.stopped_by == "signal":
-        typer.echo(f"drawgap: interrupted at step {state.step}; checkpoint saved, continue with --resume", err=True)
-        sys.exit(130)
+    def list_commands(self, ctx) -> list[str]:
+        from drawgap.models.registry import family_names
+
+        return family_names()
+
+    def get_command(self, ctx, name: str):
+        from drawgap.models.registry import generator_class
+
+        return _train_command(generator_class(name))  # InputError naming the known families
+
+
+train_app = typer.Typer(cls=_FamilyCommands, no_args_is_help=True,
+                        help="Train a generator family (CPU or GPU); N processes: accelerate launch --multi_gpu --num_processes N -m drawgap.cli train ...")
+app.add_typer(train_app, name="train")
+
+
+def _train_command(family):
+    """The `drawgap train FAMILY` command: --data, --out, the family's options, the loop's, --resume."""
+    import inspect
+
+    from drawgap.models.training import TrainOptions
+    from drawgap.options import typer_parameters
+
+    def train_family(data: Path, out: Path, resume: bool, **options) -> None:
+        from drawgap.models.training import run_training
+
+        result = run_training(family.name, data, out, resume=resume, progress=sys.stderr.isatty(), **options)
+        state = result.state
+        if result.process_index == 0:
+            loss = "-" if state.loss is None else f"{state.loss:.4f}"
+            _echo_written("generator", out, f"{family.name}, step {state.step}/{state.total_steps}, loss {loss}, {state.seconds / 60:.1f} min, stopped by {result.stopped_by}")
+        typer.echo(f"process {result.process_index}/{result.num_processes}: step {state.step}, weights sha256 {result.weights_sha256}")
+        if result.stopped_by == "signal":
+            typer.echo(f"drawgap: interrupted at step {state.step}; checkpoint saved, continue with --resume", err=True)
+            sys.exit(130)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    train_family.__signature__ = inspect.Signature([
+        inspect.Parameter("data", keyword, annotation=Path, default=typer.Option(..., "--data", help="Training dataset file (.npz).")),
+        inspect.Parameter("out", keyword, annotation=Path, default=typer.Option(
+            ..., "--out", callback=_writable_folder, help="Run directory: generator.json + weights.safetensors, train.json, checkpoints/, log.jsonl.")),
+        *typer_parameters(family.Options),
+        *typer_parameters(TrainOptions),
+        inspect.Parameter("resume", keyword, annotation=bool, default=typer.Option(
+            False, "--resume", help="Continue the run in --out from its newest checkpoint, exactly.")),
+    ])
+    one = typer.Typer(add_completion=False)
+    summary = " ".join((family.__doc__ or family.name).strip().split("\n\n")[0].split())
+    one.command(name=family.name, help=summary)(train_family)
+    command = typer.main.get_command(one)
+    command.name = family.name
+    return command
 
 
 @app.command("sample")
@@ -814,7 +825,7 @@ def sample_cmd(
     out: Path = typer.Option(..., "--out", callback=_writable_folder, help="Folder for the samples files, one per guidance value: GENERATOR_gG.npz."),
     per_exemplar: int = typer.Option(20, "--per-exemplar", help="Drawings per exemplar."),
     guidance: Optional[str] = typer.Option(None, "--guidance", help="Comma-separated guidance values g, e.g. 0,0.5,1,2 (cfgdm; default 1, ddpm 0)."),
-    sampler: str = typer.Option("dpm++", "--sampler", help="ancestral (all T = 500 steps, the paper's) | ddim | dpm++ (SDE-DPM-Solver++, default) | dpm++ode (deterministic)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Diffusion: ancestral (all T = 500 steps, the paper's) | ddim | dpm++ (SDE-DPM-Solver++, default) | dpm++ode (deterministic)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (ancestral: T; ddim / dpm++: default 20)."),
     seed: int = typer.Option(0, "--seed", help="Seed: drawing k of class c depends only on (seed, c, k)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Drawings per network call (guidance doubles it)."),

@@ -8,7 +8,6 @@ when that top-1 answer is the drawing's true category.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from drawgap.critics.inference import inference_copy
 from drawgap.errors import InputError
 
 
@@ -50,13 +49,7 @@ def _fast_forward(critic):
     """
     if not (isinstance(critic, nn.Module) and hasattr(critic, "prepare") and hasattr(critic, "image_size")):
         return None
-    fast = copy.deepcopy(critic).eval()
-    for seq in fast.modules():
-        if isinstance(seq, nn.Sequential):
-            for i in range(len(seq) - 1):
-                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                    seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
-    fast = fast.to(memory_format=torch.channels_last)
+    fast = inference_copy(critic)
     size = int(critic.image_size)
     probe = (torch.rand(5, 1, size, size, generator=torch.Generator().manual_seed(0)) > 0.7).float()
     with torch.inference_mode():

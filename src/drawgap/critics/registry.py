@@ -7,20 +7,26 @@ validation metrics). The directory alone rebuilds the critic.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import os
 from pathlib import Path
-
-from safetensors.torch import load_file, save_file
 
 from drawgap.critics.base import Critic
 from drawgap.critics.protonet import ProtoNetCritic
 from drawgap.critics.simclr import SimCLRCritic
 from drawgap.errors import InputError
-from drawgap.io import atomic_path, write_json_atomic
+from drawgap.io import write_json_atomic
 from drawgap.provenance import provenance
+from drawgap.shipped import shipped_names
+from drawgap.weights import (
+    file_sha256,
+    install_directory,
+    load_weights,
+    read_record,
+    read_weights,
+    resolve_directory,
+    write_weights,
+)
 
 CRITIC_FORMAT = "drawgap.critic/1"
 WEIGHTS_FILE = "model.safetensors"
@@ -28,21 +34,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 KINDS: dict[str, type[Critic]] = {"simclr": SimCLRCritic, "protonet": ProtoNetCritic}
 
-# The critics drawgap ships, by name: what each one is for.
-SHIPPED = {
-    "omniglot-simclr": "SimCLR features of Omniglot drawings (weak split, 50 px): diversity, originality",
-    "omniglot-protonet": "ProtoNet one-shot classifier of Omniglot drawings (weak split, 50 px): recognizability",
-    "strokes-simclr": "SimCLR features of the built-in strokes dataset (48 px)",
-    "strokes-protonet": "ProtoNet one-shot classifier of the built-in strokes dataset (48 px)",
-}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# The critics drawgap ships, by name: what each one is for (a view of the one table, `drawgap.shipped`).
+SHIPPED: dict[str, str] = shipped_names("critic")
 
 
 def build_critic(config: dict) -> Critic:
@@ -70,10 +63,7 @@ def save_critic(critic: Critic, directory: str | os.PathLike, **extra_config) ->
     beside the critic's own settings, with seed, versions and time.
     """
     directory = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
-    weights_hash = file_sha256(directory / WEIGHTS_FILE)
+    weights_hash = write_weights(critic, directory / WEIGHTS_FILE)
     data_hash = extra_config.pop("data_hash", critic.data_hash)
     seed = extra_config.pop("seed", None)
     record = {
@@ -89,37 +79,13 @@ def save_critic(critic: Critic, directory: str | os.PathLike, **extra_config) ->
 
 
 def read_critic_config(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("no such file", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"expected JSON ({exc})", path=path) from None
-    if not isinstance(config, dict) or config.get("format") != CRITIC_FORMAT:
-        got = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise InputError(f"expected format {CRITIC_FORMAT!r}, got {got!r}", path=path, field="format")
-    return config
+    return read_record(Path(directory) / CONFIG_FILE, CRITIC_FORMAT)
 
 
 def critic_dir(name_or_path: str | os.PathLike) -> Path:
     """The directory of a shipped critic's name, or the given directory; a clear error for anything else."""
-    key = os.fspath(name_or_path)
-    if key in SHIPPED:
-        directory = shipped_dir(key)
-        if not is_installed(directory):
-            raise InputError(
-                f"critic {key!r} is known but its weights are not installed in {directory}; "
-                f"train it with `drawgap critics train` and copy the output directory there",
-                field="critic",
-            )
-        return directory
-    if Path(key).is_dir():
-        return Path(key)
-    raise InputError(
-        f"expected a critic name ({', '.join(SHIPPED)}) or a directory holding {WEIGHTS_FILE} and {CONFIG_FILE}, got {key!r}",
-        field="critic",
-    )
+    return resolve_directory(name_or_path, "critic", WEIGHTS_DIR, (WEIGHTS_FILE, CONFIG_FILE),
+                             "train it with `drawgap critics train` and copy the output directory there")
 
 
 def lineage_record(name_or_path: str | os.PathLike) -> dict:
@@ -153,23 +119,10 @@ def load_critic(name_or_path: str | os.PathLike, device: str | None = None) -> C
     directory = critic_dir(key)
     config = read_critic_config(directory)
     weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise InputError("no such file", path=weights)
-    weights_hash = file_sha256(weights)
-    if config.get("weights_sha256") not in (None, weights_hash):
-        raise InputError(
-            f"expected weights with sha256 {config['weights_sha256']} (from {CONFIG_FILE}), got {weights_hash}",
-            path=weights,
-        )
     critic = build_critic(config)
-    state = load_file(str(weights))
-    try:
-        critic.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[:2]
-        raise InputError(f"expected the tensors of the critic {CONFIG_FILE} describes ({' '.join(first)})", path=weights) from None
+    load_weights(critic, read_weights(weights, "cpu", config.get("weights_sha256"), CONFIG_FILE), weights)
     critic.name = key if key in SHIPPED else None
-    critic.weights_hash = weights_hash
+    critic.weights_hash = config.get("weights_sha256") or file_sha256(weights)
     critic.data_hash = config.get("data_sha256")
     if device is not None:
         critic.to(device)
@@ -183,13 +136,8 @@ def install_critic(run_dir: str | os.PathLike, name: str) -> Path:
         raise InputError(f"expected a shipped name ({', '.join(SHIPPED)}), got {name!r}", field="name")
     critic = load_critic(run_dir)  # checks the weights against the config
     config = read_critic_config(run_dir)
-    dest = shipped_dir(name)
-    weights = (Path(run_dir) / WEIGHTS_FILE).read_bytes()
-    with atomic_path(dest / WEIGHTS_FILE) as tmp:
-        tmp.write_bytes(weights)
-    write_json_atomic(dest / CONFIG_FILE, config)
-    with atomic_path(dest / "TRAINING.md") as tmp:
-        tmp.write_text(training_notes(name, config, _data_command(config)))
+    dest = install_directory(run_dir, shipped_dir(name), (WEIGHTS_FILE, CONFIG_FILE),
+                             training_notes(name, config, _data_command(config)))
     assert load_critic(name).weights_hash == critic.weights_hash
     return dest
 

@@ -35,13 +35,14 @@ from tqdm import tqdm
 from drawgap.critics.augment import STRENGTHS, SimCLRAugment
 from drawgap.critics.base import Critic
 from drawgap.critics.protonet import squared_distances
-from drawgap.critics.registry import build_critic, file_sha256, lineage_record, save_critic
+from drawgap.critics.registry import build_critic, lineage_record, save_critic
 from drawgap.critics.simclr import nt_xent
 from drawgap.critics.validation import acceptance_metrics
 from drawgap.data.episodes import ExemplarEpisodes
 from drawgap.data.formats import Dataset, read_dataset
 from drawgap.errors import InputError
 from drawgap.io import atomic_path
+from drawgap.weights import file_sha256
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train_log.jsonl"

@@ -275,7 +275,10 @@ def write_dataset(ds: Dataset, path: str | os.PathLike) -> Path:
 
 
 def read_dataset(path: str | os.PathLike) -> Dataset:
-    z = _load_npz(path)
+    return _dataset_of(_load_npz(path), path)
+
+
+def _dataset_of(z: dict, path) -> Dataset:
     ds = Dataset(
         images=_require(z, "images", path),
         labels=_require(z, "labels", path),
@@ -295,7 +298,17 @@ def write_samples(s: Samples, path: str | os.PathLike) -> Path:
 
 
 def read_samples(path: str | os.PathLike) -> Samples:
+    return _samples_of(_load_npz(path), path)
+
+
+def read_drawings(path: str | os.PathLike) -> Dataset | Samples:
+    """A dataset file or a samples file, told apart by their keys (a samples file holds `samples`), read
+    once and validated: the one reader for every option that takes either."""
     z = _load_npz(path)
+    return _samples_of(z, path) if "samples" in z else _dataset_of(z, path)
+
+
+def _samples_of(z: dict, path) -> Samples:
     s = Samples(
         samples=_require(z, "samples", path),
         exemplars=_require(z, "exemplars", path),

@@ -196,13 +196,6 @@ def critic_importance(critic, source, method: str = "saliency", *, per_class: in
     return ImportanceMaps(maps, ids, cats, meta, images=prepared.astype(np.float32))
 
 
-def read_drawings_file(path):
-    """A dataset file or a samples file (told apart by their keys), validated."""
-    from drawgap.data.formats import _load_npz, read_dataset, read_samples
-
-    return read_samples(path) if "samples" in _load_npz(path) else read_dataset(path)
-
-
 def parse_options(pairs: list[str], method: str) -> dict:
     """["n_steps=64", "baseline=0.1"] -> {"n_steps": 64, "baseline": 0.1}: method options from the command
     line, each converted to the type of its default."""

@@ -57,6 +57,7 @@ trajectories are averaged; (b) and (c) do not have this problem (seed-to-seed 0.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -121,7 +122,8 @@ class DiffusionImportance:
         from drawgap.models.diffusion.samplers import make_scheduler
 
         lo, hi = self.t_range
-        visited = [int(t) for t in make_scheduler(self.sampler, self.schedule, self.steps).timesteps]
+        scheduler = make_scheduler(self.sampler, self.schedule, self.steps)  # once per call; each chunk runs a copy
+        visited = [int(t) for t in scheduler.timesteps]
         if not any(lo <= t <= hi for t in visited):
             raise InputError(f"no timestep of the {self.sampler} sampler ({', '.join(map(str, visited[:12]))}"
                              f"{', ...' if len(visited) > 12 else ''}) lies in {lo}..{hi}", field="t_range")
@@ -136,48 +138,43 @@ class DiffusionImportance:
         for start in tqdm(chunks, desc="diffusion maps", unit="chunk", disable=not progress):
             ex = exemplars[start: start + per_chunk]
             s = seeds[start * self.n_trajectories: (start + len(ex)) * self.n_trajectories]
-            for k, v in self._chunk(ex, s).items():
+            for k, v in self._chunk(ex, s, copy.deepcopy(scheduler)).items():
                 if k in out:
                     out[k].append(v)
         return {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
 
     # ------------------------------------------------------------------------------------------ one chunk
 
-    def _chunk(self, exemplars: torch.Tensor, seeds: np.ndarray) -> dict[str, np.ndarray]:
-        from diffusers.utils.torch_utils import randn_tensor
-
+    def _chunk(self, exemplars: torch.Tensor, seeds: np.ndarray, scheduler) -> dict[str, np.ndarray]:
+        """The maps of a few exemplars, accumulated by a hook on the generators' own sampling loop."""
         from drawgap.models.diffusion.guidance import combine, null_condition
-        from drawgap.models.diffusion.samplers import drawing_generators, make_scheduler
+        from drawgap.models.diffusion.samplers import drawing_generators, sample_loop
 
         n, g = self.n_trajectories, float(self.guidance)
-        device = exemplars.device
         cond = exemplars.repeat_interleave(n, dim=0)
-        b = len(cond)
         abar = self.schedule.alphas_cumprod.to(torch.float64)
-        scheduler = make_scheduler(self.sampler, self.schedule, self.steps)
-        gens = drawing_generators(seeds)
-        x = randn_tensor((b, *exemplars.shape[1:]), generator=gens, device=device, dtype=torch.float32)
-        x = x * scheduler.init_noise_sigma
         lo, hi = self.t_range
         kept = [int(t) for t in scheduler.timesteps if lo <= int(t) <= hi]
         grad_at = set(_spread(kept, self.grad_steps)) if "loss_grad" in self.kinds else set()
         guided = torch.zeros_like(cond)
         implicit = torch.zeros_like(cond)
         saved = []  # (t, x_t) where the loss gradient is taken, once x_0 is known
+
+        def both_passes(x_t: torch.Tensor, t: torch.Tensor):  # always both, even at g = 0: the maps need eps_u
+            return self._batched(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)])).chunk(2)
+
+        def accumulate(t: int, x_t: torch.Tensor, eps_c: torch.Tensor, eps_u: torch.Tensor) -> None:
+            nonlocal guided, implicit
+            if t in kept:
+                m = float(torch.sqrt(1 - abar[t]))
+                guided += (m * combine(eps_c, eps_u, g)).abs()
+                implicit += (eps_c - eps_u).abs() / m
+            if t in grad_at:
+                saved.append((t, x_t.clone()))
+
         with torch.inference_mode():
-            for t in scheduler.timesteps:
-                ti = int(t)
-                tb = torch.full((b,), ti, dtype=torch.long, device=device)
-                x_in = scheduler.scale_model_input(x, t)
-                eps_c, eps_u = self._batched(torch.cat([x_in, x_in]), torch.cat([tb, tb]),
-                                             torch.cat([cond, null_condition(cond)])).chunk(2)
-                if ti in kept:
-                    m = float(torch.sqrt(1 - abar[ti]))
-                    guided += (m * combine(eps_c, eps_u, g)).abs()
-                    implicit += (eps_c - eps_u).abs() / m
-                if ti in grad_at:
-                    saved.append((ti, x_in.clone()))
-                x = scheduler.step(combine(eps_c, eps_u, g).float(), t, x, generator=gens).prev_sample
+            x = sample_loop(both_passes, scheduler, drawing_generators(seeds), tuple(exemplars.shape[1:]),
+                            device=exemplars.device, on_step=accumulate, guidance=g)
         h, w = x.shape[-2:]
         out = {"samples": x.clamp(0.0, 1.0).reshape(-1, n, h, w).cpu().numpy()}
         if "guided" in self.kinds:

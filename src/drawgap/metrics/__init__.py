@@ -2,16 +2,18 @@
 and generalization curves, distance to human, and, beyond the papers, the Vendi score, curve gaps and
 bootstrap intervals.
 
-Each metric is a plain function on critic features and an accumulating object (`update(samples,
-exemplars)` per batch of classes, `update_features(...)` for features already computed, `compute()`).
-`evaluate` runs them all on a samples file, embedding every drawing once per critic.
+Each metric is a plain function on critic features and a `Metric` object (`metrics/base.py`: `update` on
+one batch of critic outputs, `compute`, `reset`, and `report`, its entries and intervals in metrics.json).
+`evaluate` runs the list `METRICS` on a samples file, embedding every drawing once per critic.
 """
 
 from drawgap.metrics.bootstrap import bootstrap_ci, ratio_of_means
 from drawgap.metrics.comparison import compare, format_table
 from drawgap.metrics.distance import curve_gap, distance_to_human, per_class_distance_to_human, zscores
 from drawgap.metrics.diversity import Diversity, class_diversity, feature_scale, mean_diversity
-from drawgap.metrics.evaluate import evaluate, read_metrics, resolve_critics, write_metrics
+from drawgap.metrics.base import CriticOutputs, Metric, Report
+from drawgap.metrics.evaluate import METRICS, evaluate, resolve_critics
+from drawgap.metrics.metrics_file import read_metrics, write_metrics
 from drawgap.metrics.originality import (
     Originality,
     bin_edges,
@@ -28,7 +30,7 @@ from drawgap.metrics.recognizability import (
 from drawgap.metrics.vendi import Vendi, vendi_score
 
 __all__ = [
-    "Diversity", "Originality", "Recognizability", "Vendi",
+    "METRICS", "CriticOutputs", "Diversity", "Metric", "Originality", "Recognizability", "Report", "Vendi",
     "bin_edges", "binned_recognizability", "bootstrap_ci", "class_diversity", "compare", "curve_gap",
     "class_recognizability", "distance_to_human", "evaluate", "evaluation_tasks", "exemplar_distances", "feature_scale",
     "format_table", "generalization_curve", "mean_diversity", "per_class_distance_to_human", "ratio_of_means", "read_metrics",

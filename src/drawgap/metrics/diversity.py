@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from drawgap.metrics._checks import as_class_features, check_critic, check_sample_images, embed_classes
+from drawgap.metrics._checks import as_class_features
+from drawgap.metrics.base import FeatureMetric, Report
+from drawgap.metrics.bootstrap import ratio_of_means
 
 
 def class_diversity(features: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,11 @@ def mean_diversity(features: torch.Tensor, normalized: bool = True) -> float:
     return float(per_class.mean())
 
 
-class Diversity:
+DIVERSITY_DEFINITION = ("diversity = diversity_normalized: ICML 2023, per-class mean over dims of the Bessel std "
+                        "of SimCLR features divided by the system's feature scale s; diversity_raw: NeurIPS 2022 Eq. 2")
+
+
+class Diversity(FeatureMetric):
     """Accumulates raw and normalised diversity over batches of classes (torchmetrics style).
 
     >>> metric = Diversity(simclr)                                   # doctest: +SKIP
@@ -60,17 +66,12 @@ class Diversity:
     every metric). `compute()` returns per-class raw and normalised values, their means and the scale s.
     """
 
-    def __init__(self, critic=None):
-        self.critic = None if critic is None else check_critic(critic, "features", "SimCLR")
+    scalars = ("diversity", "diversity_raw")
+
+    def reset(self) -> None:
         self.per_class_raw: list[torch.Tensor] = []
         self.per_class_spread: list[torch.Tensor] = []
         self.samples_per_class: int | None = None
-
-    def update(self, samples, exemplars=None) -> None:
-        if self.critic is None:
-            raise TypeError("Diversity was built without a critic: call update_features(features) instead")
-        samples, _ = check_sample_images(samples, exemplars)
-        self.update_features(embed_classes(self.critic.features, samples))
 
     def update_features(self, features: torch.Tensor, exemplar_features: torch.Tensor | None = None) -> None:
         features = as_class_features(features)
@@ -98,3 +99,14 @@ class Diversity:
             # re-estimates s on each resample of classes
             "per_class_spread": spread.numpy(),
         }
+
+    def report(self, result: dict, ci) -> Report:
+        # the normalised value re-estimates the scale s on each resample of classes (bootstrap.ratio_of_means)
+        return Report(
+            values={"diversity": result["diversity_normalized"], "diversity_normalized": result["diversity_normalized"],
+                    "diversity_raw": result["diversity_raw"], "diversity_definition": DIVERSITY_DEFINITION,
+                    "feature_scale": result["feature_scale"]},
+            per_class={"diversity": result["per_class_normalized"], "diversity_raw": result["per_class_raw"]},
+            ci95={"diversity": ci(result["per_class_raw"], result["per_class_spread"], statistic=ratio_of_means),
+                  "diversity_raw": ci(result["per_class_raw"])},
+        )

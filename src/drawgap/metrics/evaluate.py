@@ -12,44 +12,34 @@ NeurIPS 2022 value (Eq. 2, the 0-3 axis of NeurIPS Fig. 3a). Recognizability val
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
-import math
 import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from drawgap.critics.inference import CriticRunner
 from drawgap.data.formats import Samples, read_samples, validate_samples
 from drawgap.errors import InputError
-from drawgap.io import write_json_atomic
 from drawgap.metrics._checks import check_critic, check_positive_int
-from drawgap.metrics.bootstrap import bootstrap_ci, ratio_of_means
+from drawgap.metrics.base import CriticOutputs, Metric, Protocol, Report
+from drawgap.metrics.bootstrap import bootstrap_ci
 from drawgap.metrics.distance import curve_gap, distance_to_human, per_class_distance_to_human
 from drawgap.metrics.diversity import Diversity
+from drawgap.metrics.metrics_file import METRICS_FORMAT, read_metrics
 from drawgap.metrics.originality import Originality
 from drawgap.metrics.recognizability import Recognizability, effective_ways
 from drawgap.metrics.vendi import Vendi
 from drawgap.provenance import provenance
 
-METRICS_FORMAT = "drawgap.metrics/1"
 PRECISIONS = ("fp32", "bf16")
 # A critic sees drawings resized to its own size (SPEC.md 4: Omniglot 105 -> 50). Beyond this factor
 # either way the drawings are not what the critic was trained on, and the numbers would mean little.
 MAX_RESIZE_FACTOR = 2.0
-# Drawings per critic forward pass. On a CPU, small batches keep a layer's activations in the caches
-# (32 x 64 x 50 x 50 floats = 20 MB at the first layer): 1,270 drawings per CPU-second at 32 against 760
-# at 128 and 650 at 512 (Omniglot critic, one AVX-512 core). GPUs want large batches.
-CRITIC_BATCH = {"cpu": 32}
-DEFAULT_CRITIC_BATCH = 1024
-DIVERSITY_DEFINITION = ("diversity = diversity_normalized: ICML 2023, per-class mean over dims of the Bessel std "
-                        "of SimCLR features divided by the system's feature scale s; diversity_raw: NeurIPS 2022 Eq. 2")
-SCALARS = ("diversity", "diversity_raw", "recognizability", "originality", "vendi")
+# The metrics `evaluate` runs, in their order in metrics.json; a new metric is one class added here.
+METRICS: tuple[type[Metric], ...] = (Diversity, Recognizability, Originality, Vendi)
+SCALARS = tuple(key for metric in METRICS for key in metric.scalars)
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -101,37 +91,6 @@ def _check_samples_for_metrics(s: Samples, path) -> None:
         raise InputError(f"expected at least 2 classes, got {s.n_classes}", path=path, field="samples")
 
 
-def fold_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
-    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in a Sequential into the conv
-    (`torch.nn.utils.fusion.fuse_conv_bn_eval`); same function up to float rounding, one full-resolution
-    pass over the activations fewer. In place; returns the module."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for seq in [m for m in module.modules() if isinstance(m, torch.nn.Sequential)]:
-        names = list(seq._modules)
-        for first, second in zip(names, names[1:]):
-            conv, bn = seq._modules[first], seq._modules[second]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d) and bn.track_running_stats:
-                seq._modules[first] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[second] = torch.nn.Identity()
-    return module
-
-
-def inference_copy(critic):
-    """A copy of the critic for fast CPU inference: eval mode, BatchNorms folded into the convolutions,
-    channels-last memory layout (oneDNN's fast path for convolutions and pooling). The caller's critic is
-    left as it is; the copy keeps its name and weights hash. Non-module critics are returned unchanged."""
-    if not isinstance(critic, torch.nn.Module):
-        return critic
-    fast = fold_batch_norms(copy.deepcopy(critic).eval())
-    return fast.to(memory_format=torch.channels_last)
-
-
-def _critic_batch(critic) -> int:
-    device = getattr(critic, "device", torch.device("cpu"))
-    return CRITIC_BATCH.get(torch.device(device).type, DEFAULT_CRITIC_BATCH)
-
-
 def _critic_record(critic) -> dict:
     return {
         "name": getattr(critic, "name", None),
@@ -146,62 +105,11 @@ def _critic_record(critic) -> dict:
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
-class CriticRunner:
-    """Runs both critics on batches of drawings: `with CriticRunner(...) as run: features, embeddings = run(images)`.
-
-    On the CPU the drawings are split over `workers` Python threads, each running the critics with one
-    intra-op thread (torch releases the GIL inside its ops), instead of one stream of ops each split over
-    the cores: small convolutions scale better that way, and far better on a shared machine where
-    OpenMP's barriers wait on descheduled threads (2,048 drawings, 2 cores, loaded machine: 386-875
-    drawings/s against 100-141). The process's intra-op thread count is set to 1 inside the `with` block
-    and restored after it. Inference mode and autocast are thread-local, so each worker enters them.
-    The critics run as `inference_copy`s: in eval mode, which also makes the threads safe (a critic's
-    `features` switches it to eval and back, and a shared critic in training mode would see its batch
-    norms flip to batch statistics under another thread). A critic that is not a torch module is used as
-    it is and must be safe to call from several threads.
-    """
-
-    def __init__(self, simclr, protonet, precision: str = "fp32", workers: int | None = None):
-        self.simclr, self.protonet, self.precision = inference_copy(simclr), inference_copy(protonet), precision
-        self.device_type = torch.device(getattr(simclr, "device", "cpu")).type
-        on_cpu = all(torch.device(getattr(c, "device", "cpu")).type == "cpu" for c in (simclr, protonet))
-        self.workers = max(1, workers or torch.get_num_threads()) if on_cpu else 1
-        self._pool: ThreadPoolExecutor | None = None
-        self._threads = torch.get_num_threads()
-
-    def __enter__(self) -> "CriticRunner":
-        if self.workers > 1:
-            torch.set_num_threads(1)
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="drawgap-critic")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-            torch.set_num_threads(self._threads)
-
-    def _embed(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        bf16 = self.precision == "bf16"
-        autocast = torch.autocast(self.device_type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
-            features = self.simclr.features(images, batch_size=_critic_batch(self.simclr))
-            embeddings = self.protonet.embed(images, batch_size=_critic_batch(self.protonet))
-        return features.float(), embeddings.float()
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._pool is None or len(images) < 2 * self.workers:
-            return self._embed(images)
-        parts = list(self._pool.map(self._embed, torch.tensor_split(images, self.workers)))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
-def _embed_all(s: Samples, simclr, protonet, accumulators, precision: str, batch_images: int, progress: bool,
-               label: str) -> None:
-    """Embed every drawing once per critic, in batches of whole classes, and feed the accumulators."""
+def _embed_all(s: Samples, simclr, protonet, metrics: list[Metric], precision: str, batch_images: int,
+               progress: bool, label: str) -> None:
+    """Embed every drawing once per critic, in batches of whole classes, and feed every metric."""
     c, n = s.n_classes, s.per_class
     per_batch = max(1, batch_images // (n + 1))
-    diversity, vendi, recog, orig = accumulators
     with CriticRunner(simclr, protonet, precision) as run, \
             tqdm(total=c * (n + 1), unit="drawing", desc=label, disable=not progress, leave=False) as bar:
         for start in range(0, c, per_batch):
@@ -210,70 +118,37 @@ def _embed_all(s: Samples, simclr, protonet, accumulators, precision: str, batch
             k = rows.shape[0]
             # samples and exemplars in one call per critic: every drawing embedded once
             features, embeddings = run(torch.cat([rows.reshape(k * n, *rows.shape[2:]), exemplars]))
-            f_samples, f_exemplars = features[: k * n].reshape(k, n, -1), features[k * n :]
-            e_samples, e_exemplars = embeddings[: k * n].reshape(k, n, -1), embeddings[k * n :]
-            diversity.update_features(f_samples)
-            vendi.update_features(f_samples)
-            recog.update_features(e_samples, e_exemplars)
-            orig.update_features(f_samples, f_exemplars, e_samples, e_exemplars)
+            outputs = CriticOutputs(features[: k * n].reshape(k, n, -1), features[k * n :],
+                                    embeddings[: k * n].reshape(k, n, -1), embeddings[k * n :])
+            for metric in metrics:
+                metric.update(outputs)
             bar.update(k * (n + 1))
 
 
 def evaluate_system(s: Samples, simclr, protonet, *, queries: int = 500, ways: int = 20, seed: int = 44,
                     bins: int = 10, bootstrap: int = 1000, precision: str = "fp32", batch_images: int = 8192,
-                    progress: bool = False, name: str | None = None, path=None) -> dict:
+                    progress: bool = False, name: str | None = None, path=None,
+                    metrics: tuple[type[Metric], ...] = METRICS) -> dict:
     """The metrics of one system (model or humans), without comparison to humans or provenance."""
     _check_samples_for_metrics(s, path)
     ways_used = effective_ways(s.n_classes, ways)
-    accumulators = (
-        Diversity(),
-        Vendi(),
-        Recognizability(nb_test=queries, ways=ways_used, seed=seed),
-        Originality(n_bins=bins, nb_test=queries, ways=ways_used, seed=seed),
-    )
-    _embed_all(s, simclr, protonet, accumulators, precision, batch_images, progress, name or "evaluate")
-    div, ven, rec, ori = (a.compute() for a in accumulators)
-
-    spread = div["per_class_spread"]
-    per_class = {
-        "classes": [str(c) for c in s.classes],
-        "diversity": div["per_class_normalized"],
-        "diversity_raw": div["per_class_raw"],
-        "recognizability": rec["per_class"],
-        "originality": ori["per_class"],
-        "vendi": ven["per_class"],
-        "curve_originality": ori["per_class_curve_originality"],
-        "curve_recognizability": ori["per_class_curve_recognizability"],
-    }
+    protocol = Protocol(queries=queries, ways=ways_used, seed=seed, bins=bins)
+    running = [metric.for_protocol(protocol) for metric in metrics]
+    _embed_all(s, simclr, protonet, running, precision, batch_images, progress, name or "evaluate")
     ci = lambda *a, **k: bootstrap_ci(*a, n_resamples=bootstrap, seed=seed, **k)  # noqa: E731
-    # normalised values re-estimate the scale s on each resample of classes (bootstrap.ratio_of_means)
-    curve_orig_raw = ori["per_class_curve_originality"] * ori["feature_scale"]
-    ci95 = {
-        "diversity": ci(div["per_class_raw"], spread, statistic=ratio_of_means),
-        "diversity_raw": ci(div["per_class_raw"]),
-        "recognizability": ci(rec["per_class"]),
-        "originality": ci(ori["per_class_distance_raw"], spread, statistic=ratio_of_means),
-        "vendi": ci(ven["per_class"]),
-        "generalization_curve": {
-            "originality": [ci(column, spread, statistic=ratio_of_means) for column in curve_orig_raw.T],
-            "recognizability": [ci(column) for column in ori["per_class_curve_recognizability"].T],
-        },
-    }
+    report = Report()
+    for metric in running:
+        part = metric.report(metric.compute(), ci)
+        for mine, theirs in ((report.values, part.values), (report.per_class, part.per_class),
+                             (report.ci95, part.ci95), (report.protocol, part.protocol)):
+            mine.update(theirs)
+    per_class = {"classes": [str(c) for c in s.classes], **report.per_class}
     return {
         "format": METRICS_FORMAT,
         "system": name,
-        "diversity": div["diversity_normalized"],
-        "diversity_normalized": div["diversity_normalized"],
-        "diversity_raw": div["diversity_raw"],
-        "diversity_definition": DIVERSITY_DEFINITION,
-        "feature_scale": div["feature_scale"],
-        "recognizability": rec["recognizability"],
-        "originality": ori["originality"],
-        "originality_density": ori["density"],
-        "generalization_curve": ori["generalization_curve"],
-        "vendi": ven["vendi"],
+        **report.values,
         "per_class": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in per_class.items()},
-        "ci95": ci95,
+        "ci95": report.ci95,
         "n_classes": s.n_classes,
         "samples_per_class": s.per_class,
         "image_size": s.image_size,
@@ -289,10 +164,7 @@ def evaluate_system(s: Samples, simclr, protonet, *, queries: int = 500, ways: i
             "distance": "squared Euclidean in the ProtoNet metric space, support = the exemplars (1 shot)",
             "thresholds": {k: getattr(c, "threshold", None) for k, c in (("simclr", simclr), ("protonet", protonet))},
             "critic_image_size": {k: getattr(c, "image_size", None) for k, c in (("simclr", simclr), ("protonet", protonet))},
-            "bins": len(ori["bin_edges"]) - 1,
-            "bin_edges": ori["bin_edges"],
-            "bin_rule": "samples sorted by raw SimCLR distance to the exemplar; "
-                        "bin b = sorted positions floor(b*S/B) .. floor((b+1)*S/B)-1",
+            **report.protocol,
             "bootstrap": {"resamples": bootstrap, "level": 0.95, "method": "percentile", "unit": "class", "seed": seed},
             "precision": precision,
         },
@@ -353,7 +225,8 @@ def human_summary(human: dict) -> dict:
 
 def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None, human=None, queries: int = 500,
              ways: int = 20, seed: int = 44, bins: int = 10, bootstrap: int = 1000, precision: str = "fp32",
-             batch_images: int = 8192, progress: bool = False, name: str | None = None) -> dict:
+             batch_images: int = 8192, progress: bool = False, name: str | None = None,
+             metrics: tuple[type[Metric], ...] = METRICS) -> dict:
     """Metrics of a samples file or `Samples`, as the dict written to metrics.json.
 
     Critics: `critics="omniglot"` (the pair omniglot-simclr + omniglot-protonet), or `simclr=` and `protonet=`
@@ -363,6 +236,7 @@ def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None,
     `precision="bf16"` runs the critics under bfloat16 autocast (faster on recent CPUs, features differ
     from fp32 in the third significant digit). On the CPU the critics run on `torch.get_num_threads()`
     worker threads on copies of the critics (see `CriticRunner`); the caller's critics are not modified.
+    `metrics`: the `Metric` classes to run (default `METRICS`), each reporting its own entries and intervals.
     """
     queries = check_positive_int(queries, "queries")
     ways = check_positive_int(ways, "ways", 2)
@@ -381,10 +255,11 @@ def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None,
     options = dict(queries=queries, ways=ways, seed=seed, bins=bins, bootstrap=bootstrap, precision=precision,
                    batch_images=batch_images, progress=progress)
     human_metrics, human_samples = (None, None) if human is None else _load_human(human, simclr, protonet)
-    metrics = evaluate_system(s, simclr, protonet, name=name, path=path, **options)
+    result = evaluate_system(s, simclr, protonet, name=name, path=path, metrics=metrics, **options)
     if human_samples is not None:
         hs, hpath = human_samples
-        human_metrics = evaluate_system(hs, simclr, protonet, name="human", path=hpath, **options)
+        human_metrics = evaluate_system(hs, simclr, protonet, name="human", path=hpath, metrics=metrics, **options)
+    metrics = result
     if human_metrics is not None:
         metrics["distance_to_human"] = compare_to_human(metrics, human_metrics)
         metrics["curve_gap"] = curve_gap(metrics["generalization_curve"], human_metrics["generalization_curve"])
@@ -398,57 +273,3 @@ def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None,
               **{k: v for k, v in options.items() if k != "progress"}}
     metrics["provenance"] = provenance(config, seed)
     return metrics
-
-
-# ----------------------------------------------------------------------------------------------- the file
-
-
-REQUIRED_KEYS = ("diversity", "recognizability", "originality", "generalization_curve", "per_class", "ci95",
-                 "n_classes", "samples_per_class", "critics", "protocol")
-
-
-def write_metrics(metrics: dict, path: str | os.PathLike) -> Path:
-    """Write a metrics dict as JSON, atomically (a reader never sees half a file)."""
-    write_json_atomic(path, metrics)
-    return Path(path)
-
-
-def read_metrics(path: str | os.PathLike) -> dict:
-    """A metrics.json file, checked for the keys of DESIGN.md; InputError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("no such file", path=path)
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"expected a metrics JSON file ({exc})", path=path) from None
-    if not isinstance(metrics, dict):
-        raise InputError("expected a JSON object", path=path)
-    if metrics.get("format") != METRICS_FORMAT:
-        raise InputError(f"expected format {METRICS_FORMAT!r}, got {metrics.get('format')!r}", path=path, field="format")
-    for key in REQUIRED_KEYS:
-        if key not in metrics:
-            raise InputError("missing key", path=path, field=key)
-    bad = _first_non_finite(metrics)
-    if bad is not None:  # json reads NaN, Infinity and 1e400: a distance computed from them means nothing
-        raise InputError("expected a finite number, found NaN or infinity", path=path, field=bad)
-    return metrics
-
-
-def _first_non_finite(value, where: str = "") -> str | None:
-    """The dotted path (`ci95.diversity[1]`) of the first NaN, infinite or float-overflowing number, or None."""
-    if isinstance(value, dict):
-        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
-    elif isinstance(value, list):
-        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
-    elif isinstance(value, float):
-        return None if math.isfinite(value) else where
-    elif isinstance(value, int) and not isinstance(value, bool):
-        return None if abs(value) <= sys.float_info.max else where
-    else:
-        return None
-    for key, item in items:
-        found = _first_non_finite(item, key)
-        if found is not None:
-            return found
-    return None

@@ -27,6 +27,8 @@ from drawgap.metrics._checks import (
     check_sample_images,
     embed_classes,
 )
+from drawgap.metrics.base import CriticOutputs, Metric, Protocol, Report
+from drawgap.metrics.bootstrap import ratio_of_means
 from drawgap.metrics.diversity import sample_spread
 from drawgap.metrics.recognizability import binned_recognizability
 
@@ -83,7 +85,7 @@ def density(values: np.ndarray, width: float = 0.05) -> dict:
     return {"edges": edges.round(6).tolist(), "density": hist.tolist()}
 
 
-class Originality:
+class Originality(Metric):
     """Accumulates what originality and the generalization curve need, over batches of classes.
 
     Built with both critics: the SimCLR features decide distances, originality and bins; the ProtoNet
@@ -91,6 +93,8 @@ class Originality:
     (for the scale s), per-bin raw diversity [B], and the ProtoNet embeddings (the episodes mix classes,
     so the per-bin task lists run in `compute()`).
     """
+
+    scalars = ("originality",)
 
     def __init__(self, simclr=None, protonet=None, *, n_bins: int = 10, nb_test: int = 500, ways: int = 20,
                  seed: int = 44):
@@ -100,6 +104,13 @@ class Originality:
         self.nb_test = check_positive_int(nb_test, "nb_test")
         self.ways = check_positive_int(ways, "ways", 2)
         self.seed = int(seed)
+        self.reset()
+
+    @classmethod
+    def for_protocol(cls, protocol: Protocol) -> "Originality":
+        return cls(n_bins=protocol.bins, nb_test=protocol.queries, ways=protocol.ways, seed=protocol.seed)
+
+    def reset(self) -> None:
         self.distances: list[torch.Tensor] = []
         self.spread: list[torch.Tensor] = []
         self.bin_diversity_raw: list[torch.Tensor] = []
@@ -108,7 +119,10 @@ class Originality:
         self.feature_dim: int | None = None
         self._edges: torch.Tensor | None = None
 
-    def update(self, samples, exemplars) -> None:
+    def update_outputs(self, outputs: CriticOutputs) -> None:
+        self.update_features(outputs.features, outputs.exemplar_features, outputs.embeddings, outputs.exemplar_embeddings)
+
+    def update_images(self, samples, exemplars) -> None:
         if self.simclr is None or self.protonet is None:
             raise TypeError("Originality was built without critics: call update_features() instead")
         samples, exemplars = check_sample_images(samples, exemplars)
@@ -169,3 +183,21 @@ class Originality:
             "bin_edges": self._edges.tolist(),
             "density": density(originality.numpy()),
         }
+
+    def report(self, result: dict, ci) -> Report:
+        # normalised values re-estimate the scale s on each resample of classes (bootstrap.ratio_of_means)
+        spread = result["per_class_spread"]
+        curve_raw = result["per_class_curve_originality"] * result["feature_scale"]
+        return Report(
+            values={"originality": result["originality"], "originality_density": result["density"],
+                    "generalization_curve": result["generalization_curve"]},
+            per_class={"originality": result["per_class"], "curve_originality": result["per_class_curve_originality"],
+                       "curve_recognizability": result["per_class_curve_recognizability"]},
+            ci95={"originality": ci(result["per_class_distance_raw"], spread, statistic=ratio_of_means),
+                  "generalization_curve": {
+                      "originality": [ci(column, spread, statistic=ratio_of_means) for column in curve_raw.T],
+                      "recognizability": [ci(column) for column in result["per_class_curve_recognizability"].T]}},
+            protocol={"bins": len(result["bin_edges"]) - 1, "bin_edges": result["bin_edges"],
+                      "bin_rule": "samples sorted by raw SimCLR distance to the exemplar; "
+                                  "bin b = sorted positions floor(b*S/B) .. floor((b+1)*S/B)-1"},
+        )

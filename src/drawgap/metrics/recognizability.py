@@ -25,6 +25,7 @@ from drawgap.metrics._checks import (
     check_sample_images,
     embed_classes,
 )
+from drawgap.metrics.base import CriticOutputs, Metric, Protocol, Report
 
 PAD = -1  # class id of an empty slot in a short last episode
 
@@ -127,22 +128,34 @@ def binned_recognizability(sample_emb, exemplar_emb, order: torch.Tensor, edges:
     return torch.stack(per_bin, dim=1)
 
 
-class Recognizability:
+class Recognizability(Metric):
     """Accumulates ProtoNet embeddings over batches of classes; `compute()` runs the task list on them.
 
     The task list mixes all classes, so episodes run at the end; the state is the embeddings
     (C x S x 128 floats: 29 MB for 115 classes x 500 samples).
     """
 
+    scalars = ("recognizability",)
+
     def __init__(self, critic=None, *, nb_test: int = 500, ways: int = 20, seed: int = 44):
         self.critic = None if critic is None else check_critic(critic, "embed", "ProtoNet")
         self.nb_test = check_positive_int(nb_test, "nb_test")
         self.ways = check_positive_int(ways, "ways", 2)
         self.seed = int(seed)
+        self.reset()
+
+    @classmethod
+    def for_protocol(cls, protocol: Protocol) -> "Recognizability":
+        return cls(nb_test=protocol.queries, ways=protocol.ways, seed=protocol.seed)
+
+    def reset(self) -> None:
         self.sample_emb: list[torch.Tensor] = []
         self.exemplar_emb: list[torch.Tensor] = []
 
-    def update(self, samples, exemplars) -> None:
+    def update_outputs(self, outputs: CriticOutputs) -> None:
+        self.update_features(outputs.embeddings, outputs.exemplar_embeddings)
+
+    def update_images(self, samples, exemplars) -> None:
         if self.critic is None:
             raise TypeError("Recognizability was built without a critic: call update_features() instead")
         samples, exemplars = check_sample_images(samples, exemplars)
@@ -162,3 +175,7 @@ class Recognizability:
         per_class = class_recognizability(torch.cat(self.sample_emb), torch.cat(self.exemplar_emb),
                                     nb_test=self.nb_test, ways=self.ways, seed=self.seed)
         return {"recognizability": 100.0 * float(per_class.mean()), "per_class": 100.0 * per_class.numpy()}
+
+    def report(self, result: dict, ci) -> Report:
+        return Report(values={"recognizability": result["recognizability"]},
+                      per_class={"recognizability": result["per_class"]}, ci95={"recognizability": ci(result["per_class"])})

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from drawgap.metrics._checks import as_class_features, check_critic, check_sample_images, embed_classes
+from drawgap.metrics._checks import as_class_features
+from drawgap.metrics.base import FeatureMetric, Report
 
 
 def vendi_score(features) -> torch.Tensor:
@@ -29,18 +30,13 @@ def vendi_score(features) -> torch.Tensor:
     return score[0] if single else score
 
 
-class Vendi:
+class Vendi(FeatureMetric):
     """Accumulates per-class Vendi scores over batches of classes (torchmetrics style)."""
 
-    def __init__(self, critic=None):
-        self.critic = None if critic is None else check_critic(critic, "features", "SimCLR")
-        self.per_class: list[torch.Tensor] = []
+    scalars = ("vendi",)
 
-    def update(self, samples, exemplars=None) -> None:
-        if self.critic is None:
-            raise TypeError("Vendi was built without a critic: call update_features(features) instead")
-        samples, _ = check_sample_images(samples, exemplars)
-        self.update_features(embed_classes(self.critic.features, samples))
+    def reset(self) -> None:
+        self.per_class: list[torch.Tensor] = []
 
     def update_features(self, features, exemplar_features=None) -> None:
         self.per_class.append(vendi_score(as_class_features(features)))
@@ -50,3 +46,7 @@ class Vendi:
             raise RuntimeError("Vendi.compute() called before any update()")
         per_class = torch.cat(self.per_class)
         return {"vendi": float(per_class.mean()), "per_class": per_class.numpy()}
+
+    def report(self, result: dict, ci) -> Report:
+        return Report(values={"vendi": result["vendi"]}, per_class={"vendi": result["per_class"]},
+                      ci95={"vendi": ci(result["per_class"])})

@@ -1,11 +1,20 @@
-"""The Generator interface of DESIGN.md, shared by every one-shot drawing generator.
+"""The Generator interface of DESIGN.md, shared by every one-shot drawing generator: a generator family is
+one subclass, in one file, that declares everything the rest of drawgap asks of it.
 
 A generator is a `torch.nn.Module` that
 
+- declares itself: a class with a `name` is registered under it when it is defined (`models.registry`);
+- declares its `drawgap train` options: `Options`, a dataclass of `drawgap.options.option` fields (the CLI
+  builds `drawgap train NAME --help` from it), and `config_from_options`, which turns them into its
+  constructor arguments;
+- trains: `configure_optimizers(options, state)` gives its optimizers and LR schedules, and
+  `training_step(batch, run)` does one step with them (the default: `forward(batch)` is the loss, one
+  optimizer); the loop in `models.training` owns all the rest (data order, checkpoints, resume, signals,
+  budget, EMA where `uses_ema`, bf16, logging). `forward`, not a separate method, is what steps call so that
+  DistributedDataParallel sees the call and synchronises gradients;
 - draws: `sample(exemplars, n, *, seed=None, **options) -> Tensor[C, n, 1, H, W]` in [0, 1], ink high,
-  row c made from exemplar c;
-- trains: `forward(batch) -> scalar loss` on the batches of `training_set(dataset)` (forward, not a
-  separate method, so that DistributedDataParallel sees the call and synchronises gradients);
+  row c made from exemplar c; the options `drawgap sample` may pass (sampler, steps, guidance) are
+  declared in `sampling_defaults` and checked by `sampling_options`;
 - persists: `save(dir)` writes `generator.json` (name, constructor arguments, provenance) beside
   `weights.safetensors`; `Generator.load(dir)` rebuilds the model from these two files alone.
 
@@ -18,8 +27,9 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,12 +37,29 @@ from torch import nn
 
 from drawgap.data.transforms import as_tensor_images
 from drawgap.errors import InputError
-from drawgap.io import atomic_path, write_json_atomic
+from drawgap.io import write_json_atomic
+from drawgap.options import model_fields
 from drawgap.provenance import provenance
+from drawgap.weights import load_weights, read_record, read_weights, write_weights
 
 GENERATOR_FORMAT = "drawgap.generator/1"
 CONFIG_FILE = "generator.json"
 WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass
+class NoOptions:
+    """The options of a family that declares none of its own."""
+
+
+@dataclass
+class Schedule:
+    """An LR scheduler and when the loop steps it: every `every` optimizer steps, with the logged value
+    `monitor` (e.g. "loss", for ReduceLROnPlateau) when it needs one. Its state is checkpointed."""
+
+    scheduler: Any
+    every: int = 1
+    monitor: str | None = None
 
 
 class Generator(nn.Module, ABC):
@@ -42,6 +69,21 @@ class Generator(nn.Module, ABC):
     name: ClassVar[str] = ""
     #: batch keys that hold drawings of one class; `--augment-class` transforms them together
     class_keys: ClassVar[tuple[str, ...]] = ()
+    #: the family's `drawgap train` options (a dataclass of `drawgap.options.option` fields)
+    Options: ClassVar[type] = NoOptions
+    #: the loop keeps an exponential moving average of the weights and saves it as the run's generator
+    uses_ema: ClassVar[bool] = False
+    #: some parameters get no gradient in a step (a GAN's generator in a critic step): DDP must not wait for them
+    find_unused_parameters: ClassVar[bool] = False
+    #: the options `drawgap sample` may pass to `sample`, with their defaults there
+    sampling_defaults: ClassVar[dict] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):  # a family declares itself by naming itself
+            from drawgap.models.registry import declare_family
+
+            declare_family(cls)
 
     def __init__(self, **config):
         super().__init__()
@@ -70,6 +112,44 @@ class Generator(nn.Module, ABC):
     def training_set(self, dataset, seed: int = 0) -> torch.utils.data.Dataset:
         """The torch dataset of training items built from a drawgap `Dataset` (items are dicts of tensors)."""
 
+    # ------------------------------------------------------------------------------------ training
+
+    @classmethod
+    def config_from_options(cls, options, image_size: int) -> dict:
+        """Constructor arguments from the family's `Options` (its `model=True` fields) and the data's size."""
+        return {"image_size": image_size, **{k: getattr(options, k) for k in sorted(model_fields(cls.Options))}}
+
+    @abstractmethod
+    def configure_optimizers(self, options, state) -> tuple[list[torch.optim.Optimizer], list[Schedule]]:
+        """(optimizers, schedules) for a training with the family's `options`; `state` is the loop's live
+        `TrainState` (step, total_steps) for schedules that depend on where the training stands."""
+
+    def training_step(self, batch: dict, run) -> dict:
+        """One optimizer step on `batch`; returns the values to log ("loss" at least). `run` (a
+        `models.training.StepRun`) holds the prepared model to call, the optimizers, `backward` and
+        `clip_grad_norm_`. The default: `forward(batch)` is the loss of the single optimizer."""
+        optimizer = run.optimizers[0]
+        loss = run.model(batch)
+        run.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss}
+
+    # ------------------------------------------------------------------------------------ sampling options
+
+    def sampling_options(self, **given) -> dict:
+        """The options to pass to `sample`: those given (None: not given) over `sampling_defaults`; an
+        InputError names an option this family does not have."""
+        for key, value in given.items():
+            if value is not None and key not in self.sampling_defaults:
+                takes = ", ".join(f"--{k}" for k in self.sampling_defaults) or "no sampling options"
+                raise InputError(f"{self.name} has no {key} option (it takes {takes})", field=f"--{key}")
+        return {k: given[k] if given.get(k) is not None else d for k, d in self.sampling_defaults.items()}
+
+    def sampling_record(self, options: dict) -> dict:
+        """What a samples file records of the options `sampling_options` returned (sampler and steps run)."""
+        return {"sampler": options.get("sampler"), "steps": options.get("steps")}
+
     # ------------------------------------------------------------------------------------ exemplars
 
     def check_exemplars(self, exemplars, path=None) -> torch.Tensor:
@@ -91,21 +171,18 @@ class Generator(nn.Module, ABC):
     # ------------------------------------------------------------------------------------ save / load
 
     def save(self, directory: str | os.PathLike, extra: dict | None = None, seed: int | None = None) -> Path:
-        """Write `generator.json` and `weights.safetensors` into `directory` (each atomically).
+        """Write `weights.safetensors` then `generator.json` (each atomically, the weights' sha256 recorded).
 
         seed: the seed of the run that made the weights, recorded in the provenance."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": GENERATOR_FORMAT, "generator": self.name})
+        sha256 = write_weights(self, directory / WEIGHTS_FILE, metadata={"format": GENERATOR_FORMAT, "generator": self.name})
         record = {
             "format": GENERATOR_FORMAT,
             "generator": self.name,
             "config": self.config,
             "n_parameters": sum(p.numel() for p in self.parameters()),
+            "weights_sha256": sha256,
             **(extra or {}),
             "provenance": provenance(self.config, seed),
         }
@@ -114,10 +191,8 @@ class Generator(nn.Module, ABC):
 
     @classmethod
     def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Generator":
-        """Rebuild a generator from a directory written by `save`; InputError on missing or mismatched files."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
+        """Rebuild a generator from a directory written by `save`; InputError on missing or mismatched files
+        (weights whose sha256 differs from the recorded one included; records older than it are not checked)."""
         directory = Path(directory)
         record = read_generator_record(directory)
         if cls.name and record["generator"] != cls.name:
@@ -127,48 +202,20 @@ class Generator(nn.Module, ABC):
         except (TypeError, ValueError) as exc:
             raise InputError(f"config does not build a {cls.name or 'generator'} ({exc})", path=directory / CONFIG_FILE, field="config") from None
         weights = directory / WEIGHTS_FILE
-        if not weights.exists():
-            raise InputError("no such file (the run directory holds no trained weights)", path=weights)
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise InputError(f"expected a safetensors file, could not read it ({exc})", path=weights) from None
-        _check_state(model, state, weights)
-        model.load_state_dict(state)
+        state = read_weights(weights, map_location, record.get("weights_sha256"), CONFIG_FILE,
+                             missing="no such file (the run directory holds no trained weights)")
+        load_weights(model, state, weights)
         return model.to(map_location).eval()
 
 
 def read_generator_record(directory: str | os.PathLike) -> dict:
     """The parsed `generator.json` of a run directory, checked for its required fields."""
     path = Path(directory) / CONFIG_FILE
-    if not path.exists():
-        raise InputError("no such file (not a run directory written by `drawgap train`)", path=path)
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"expected JSON ({exc})", path=path) from None
-    if not isinstance(record, dict) or record.get("format") != GENERATOR_FORMAT:
-        raise InputError(f"expected format {GENERATOR_FORMAT!r}", path=path, field="format")
+    record = read_record(path, GENERATOR_FORMAT, missing="no such file (not a run directory written by `drawgap train`)")
     for key, kind in (("generator", str), ("config", dict)):
         if not isinstance(record.get(key), kind):
             raise InputError(f"expected a {kind.__name__}", path=path, field=key)
     return record
-
-
-def _check_state(model: nn.Module, state: dict, path: Path) -> None:
-    """Name the first missing, unexpected or mis-shaped tensor (load_state_dict's message is many lines)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
-        raise InputError(
-            f"weights do not match the config ({len(missing)} missing, {len(unexpected)} unexpected tensors; {what})",
-            path=path,
-        )
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise InputError(f"weights do not match the config: {k} has shape {list(state[k].shape)}, expected {list(v.shape)}", path=path)
 
 
 def item_seeds(seed: int, rows: int, n: int) -> np.ndarray:

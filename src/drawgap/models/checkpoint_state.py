@@ -4,8 +4,8 @@ A run directory is something people share, so resuming one must never unpickle o
 `load_state` reads the state of objects registered with `register_for_checkpointing` with
 `torch.load(weights_only=False)`, which runs whatever a planted `custom_checkpoint_0.pkl` asks. So the
 EMA is not registered with accelerate; its state is written here as `ema.safetensors` (tensors, with the
-scalars as JSON metadata), and accelerate loads only what it reads with `weights_only=True` (model,
-optimizer, random states). A checkpoint written before this change (EMA in `custom_checkpoint_0.pkl`)
+scalars as JSON metadata), the families' LR schedules' states as `schedules.json`, and accelerate loads only
+what it reads with `weights_only=True` (model, optimizers, random states). A checkpoint written before this change (EMA in `custom_checkpoint_0.pkl`)
 still resumes: that file is read with `weights_only=True`, which refuses anything but tensors and numbers.
 """
 
@@ -25,6 +25,7 @@ from drawgap.errors import InputError
 from drawgap.io import atomic_path
 
 EMA_FILE = "ema.safetensors"
+SCHEDULES_FILE = "schedules.json"
 LEGACY_EMA_FILE = "custom_checkpoint_0.pkl"  # accelerate's name for the first registered object
 _CUSTOM = re.compile(r"^custom_checkpoint_\d+\.pkl$")
 
@@ -40,6 +41,27 @@ def save_ema_state(ema, checkpoint: Path) -> None:
         save_file(tensors, str(tmp), metadata={"ema": json.dumps(scalars)})
 
 
+def save_schedule_states(schedulers: list, checkpoint: Path) -> None:
+    """Write each LR scheduler's `state_dict()` (numbers, lists, strings) into `checkpoint/schedules.json`."""
+    from drawgap.io import write_json_atomic
+
+    write_json_atomic(checkpoint / SCHEDULES_FILE, [scheduler.state_dict() for scheduler in schedulers])
+
+
+def _load_schedule_states(schedulers: list, checkpoint: Path) -> None:
+    path = checkpoint / SCHEDULES_FILE
+    if not schedulers and not path.exists():  # a family without schedules, or a checkpoint from before them
+        return
+    try:
+        states = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"expected the LR schedules' states as JSON ({exc})", path=path) from None
+    if not isinstance(states, list) or len(states) != len(schedulers) or not all(isinstance(x, dict) for x in states):
+        raise InputError(f"expected the states of {len(schedulers)} LR schedule(s)", path=path)
+    for scheduler, state in zip(schedulers, states):
+        scheduler.load_state_dict(state)
+
+
 def remove_stale_checkpoint_dirs(run_dir: Path) -> list[Path]:
     """Remove `checkpoints/.step_N.tmp` folders that a killed run left half-written (a complete checkpoint
     is renamed to `step_N`; one training writes a run directory at a time). Returns those removed."""
@@ -50,13 +72,16 @@ def remove_stale_checkpoint_dirs(run_dir: Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(accelerator, checkpoint: Path, ema) -> None:
-    """Restore model, optimizer, random states (accelerate) and the EMA from `checkpoint`, unpickling nothing
-    but tensors and numbers; InputError (one line) for a file that holds anything else or does not fit."""
-    try:
-        ema.load_state_dict(_read_ema_state(checkpoint, ema))
-    except ValueError as exc:  # diffusers' own checks of the settings (decay in [0, 1], types)
-        raise InputError(f"expected the EMA state of drawgap train ({exc})", path=checkpoint / EMA_FILE) from None
+def load_checkpoint(accelerator, checkpoint: Path, ema, schedulers: list = ()) -> None:
+    """Restore model, optimizers, random states (accelerate), the EMA (None: the family keeps none) and the LR
+    schedulers from `checkpoint`, unpickling nothing but tensors and numbers; InputError (one line) for a file
+    that holds anything else or does not fit."""
+    if ema is not None:
+        try:
+            ema.load_state_dict(_read_ema_state(checkpoint, ema))
+        except ValueError as exc:  # diffusers' own checks of the settings (decay in [0, 1], types)
+            raise InputError(f"expected the EMA state of drawgap train ({exc})", path=checkpoint / EMA_FILE) from None
+    _load_schedule_states(list(schedulers), checkpoint)
     # accelerate insists that the custom_checkpoint_N.pkl files match the registered objects (none here):
     # it reads the checkpoint through a folder of links to every other file, so those are never opened
     with tempfile.TemporaryDirectory(prefix="drawgap-resume-") as view:

@@ -5,8 +5,10 @@ Trained generators ship like the critics: each a run directory (generator.json +
 named `<dataset>-<generator>`; `load_generator("strokes-cfgdm")` and `drawgap sample strokes-cfgdm ...`
 take the name wherever a run directory is accepted.
 
-Classes are listed as import paths and imported on first use, so that `drawgap --help` stays fast and a
-generator's heavy dependencies load only when it is used. A new generator adds one line to `GENERATORS`.
+A family declares itself: defining a `Generator` subclass with a `name` registers it (`declare_family`),
+so a family written outside drawgap (a test, a plug-in) trains, loads and samples like the built-in ones.
+The built-in families are found by importing the modules of `drawgap.models` the first time a name is
+asked for (not before, so that `drawgap --help` stays fast): a new family is one file in `models/`.
 """
 
 from __future__ import annotations
@@ -14,28 +16,23 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pkgutil
 from pathlib import Path
 
 import torch
 
 from drawgap.errors import InputError
 from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE, Generator, read_generator_record
+from drawgap.shipped import shipped_names
+from drawgap.weights import file_sha256, install_directory, resolve_directory
 
-GENERATORS: dict[str, str] = {
-    "ddpm": "drawgap.models.diffusion.model:DDPM",
-    "cfgdm": "drawgap.models.diffusion.model:CFGDM",
-    "fsdm": "drawgap.models.diffusion.fsdm:FSDM",
-}
+# families defined so far, by name (built-in ones once imported)
+_DECLARED: dict[str, type[Generator]] = {}
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-# The trained generators drawgap ships, by name: what each one is.
-SHIPPED: dict[str, str] = {
-    "strokes-ddpm": "DDPM conditioned on the exemplar, built-in strokes dataset (48 px)",
-    "strokes-cfgdm": "CFGDM (classifier-free guidance), built-in strokes dataset (48 px)",
-    "omniglot-ddpm": "DDPM conditioned on the exemplar, Omniglot weak split (48 px)",
-    "omniglot-cfgdm": "CFGDM (classifier-free guidance), Omniglot weak split (48 px)",
-}
+# The trained generators drawgap ships, by name (a view of the one table, `drawgap.shipped`).
+SHIPPED: dict[str, str] = shipped_names("generator")
 
 
 def shipped_dir(name: str) -> Path:
@@ -49,24 +46,35 @@ def is_installed(directory: str | os.PathLike) -> bool:
 
 def resolve_run_dir(name_or_dir: str | os.PathLike) -> Path:
     """The run directory of a shipped generator's name, or the directory given."""
-    key = os.fspath(name_or_dir)
-    if key in SHIPPED:
-        directory = shipped_dir(key)
-        if not is_installed(directory):
-            raise InputError(f"generator {key!r} is known but its weights are not installed in {directory}; "
-                             f"train it with `drawgap train` and copy the run directory there", field="generator")
-        return directory
-    if not Path(key).is_dir() and "/" not in key and not key.startswith("."):
-        raise InputError(f"expected a run directory or a shipped generator ({', '.join(SHIPPED)}), got {key!r}",
-                         field="generator")
-    return Path(key)
+    return resolve_directory(name_or_dir, "generator", WEIGHTS_DIR, (CONFIG_FILE, WEIGHTS_FILE),
+                             "train it with `drawgap train` and copy the run directory there", paths_may_be_missing=True)
+
+
+def declare_family(cls: type[Generator]) -> None:
+    """Register a generator family under its `name` (called when a `Generator` subclass is defined)."""
+    _DECLARED[cls.name] = cls
+
+
+def _import_builtin_families() -> None:
+    """Import every module of `drawgap.models` once: defining a family's class declares it."""
+    import drawgap.models as package
+
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+
+
+def family_names() -> list[str]:
+    """Every generator family: the built-in ones and those declared elsewhere, by name."""
+    _import_builtin_families()
+    return sorted(_DECLARED)
 
 
 def generator_class(name: str) -> type[Generator]:
-    if name not in GENERATORS:
-        raise InputError(f"unknown generator {name!r}; expected one of {', '.join(GENERATORS)}", field="generator")
-    module, attr = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    if name not in _DECLARED:
+        _import_builtin_families()
+    if name not in _DECLARED:
+        raise InputError(f"unknown generator {name!r}; expected one of {', '.join(sorted(_DECLARED))}", field="generator")
+    return _DECLARED[name]
 
 
 def create_generator(name: str, seed: int | None = 0, **config) -> Generator:
@@ -99,11 +107,6 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
     """Copy a trained run (generator.json, weights.safetensors, train.json) into the package's
     `weights/<name>/` under a shipped name, with a TRAINING.md holding the command, the data, the training
     time and, from `metrics` files written by `drawgap evaluate`, how well it draws."""
-    import shutil
-
-    from drawgap.critics.registry import file_sha256
-    from drawgap.io import atomic_path
-
     if name not in SHIPPED:
         raise InputError(f"expected a shipped name ({', '.join(SHIPPED)}), got {name!r}", field="name")
     run_dir = Path(run_dir)
@@ -115,17 +118,11 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
     megabytes = weights.stat().st_size / 1e6
     if megabytes >= 25:
         raise InputError(f"expected weights under 25 MB to keep in the repository, got {megabytes:.1f} MB", path=weights)
-    dest = shipped_dir(name)
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in (WEIGHTS_FILE, CONFIG_FILE, "train.json"):
-        if (run_dir / f).is_file():
-            with atomic_path(dest / f) as tmp:
-                shutil.copyfile(run_dir / f, tmp)
     record = read_generator_record(run_dir)
     train = json.loads((run_dir / "train.json").read_text()) if (run_dir / "train.json").is_file() else {}
     evaluated = [(Path(p), json.loads(Path(p).read_text())) for p in metrics]
-    with atomic_path(dest / "TRAINING.md") as tmp:
-        tmp.write_text(generator_notes(name, record, train, file_sha256(weights), evaluated, notes))
+    dest = install_directory(run_dir, shipped_dir(name), (WEIGHTS_FILE, CONFIG_FILE, "train.json"),
+                             generator_notes(name, record, train, file_sha256(weights), evaluated, notes))
     assert sum(p.numel() for p in load_generator(name).parameters()) == sum(p.numel() for p in generator.parameters())
     return dest
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drawgap.data.formats import Samples, read_dataset, read_samples, write_samples
+from drawgap.data.formats import Samples, read_drawings, write_samples
 from drawgap.data.transforms import to_uint8
 from drawgap.errors import InputError
 from drawgap.models.base import read_generator_record
@@ -42,18 +42,11 @@ def parse_guidance(text: str | None) -> list[float] | None:
 
 def read_exemplars(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     """(exemplars [C, H, W], class names [C], source info) from a dataset file or a samples file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path=path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            is_samples = "samples" in z.files
-    except (OSError, ValueError) as exc:
-        raise InputError(f"expected an .npz file, could not read it ({exc})", path=path) from None
-    if is_samples:
-        s = read_samples(path)
+    drawings = read_drawings(path)
+    if isinstance(drawings, Samples):
+        s = drawings
         return s.exemplars, s.classes, {"path": str(path), "kind": "samples", **(s.meta.get("dataset") or {})}
-    ds = read_dataset(path)
+    ds = drawings
     info = {k: ds.meta.get(k) for k in ("name", "split", "source", "image_size")}
     return ds.exemplar_images(), ds.classes, {"path": str(path), "kind": "dataset", **info}
 
@@ -70,7 +63,7 @@ def sample_to_files(
     *,
     per_exemplar: int,
     guidance: list[float] | None = None,
-    sampler: str = "dpm++",
+    sampler: str | None = None,
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 64,
@@ -80,6 +73,8 @@ def sample_to_files(
 ) -> list[Path]:
     """Write one samples file per guidance value into out_dir; return their paths.
 
+    sampler, steps, guidance: None is "not given", the generator family's default (`sampling_defaults`);
+    the family checks them and refuses those it does not have.
     classes: only the first N classes (0: all). device: torch device (default: cuda if available).
     """
     if per_exemplar < 1:
@@ -100,12 +95,9 @@ def sample_to_files(
 
     written = []
     for g in guidance if guidance is not None else [None]:
-        options = {"sampler": sampler, "steps": steps, "batch_size": batch_size}
-        if g is not None:
-            options["guidance"] = g
-        drawings = generator.sample(images, per_exemplar, seed=seed, progress=progress, **options)
-        params = {"guidance": g, "sampler": sampler, "steps": _steps_used(generator, sampler, steps),
-                  "per_exemplar": per_exemplar, "seed": seed}
+        options = generator.sampling_options(sampler=sampler, steps=steps, guidance=g)
+        drawings = generator.sample(images, per_exemplar, seed=seed, batch_size=batch_size, progress=progress, **options)
+        params = {"guidance": g, **generator.sampling_record(options), "per_exemplar": per_exemplar, "seed": seed}
         meta = {
             "generator": record["generator"],
             "params": params,
@@ -123,11 +115,3 @@ def sample_to_files(
         written.append(write_samples(samples, Path(out_dir) / samples_name(record["generator"], g)))
     return written
 
-
-def _steps_used(generator, sampler: str, steps: int | None) -> int | None:
-    """The step count a diffusion sampler actually runs (its default when `steps` is None)."""
-    if not hasattr(generator, "schedule"):
-        return steps
-    from drawgap.models.diffusion.samplers import make_scheduler
-
-    return len(make_scheduler(sampler, generator.schedule, steps).timesteps)

@@ -1,14 +1,21 @@
-"""One training loop for every generator, on HuggingFace accelerate.
+"""One training loop for every generator family, on HuggingFace accelerate.
+
+The loop owns what every family shares; the family (`models.base.Generator`) owns what varies: it gives its
+optimizers and LR schedules (`configure_optimizers`) and does one step with them (`training_step`), the way
+Lightning's `configure_optimizers` / `training_step` split them. No family is named here.
 
 The same call runs on a CPU, one GPU, or many processes: `drawgap train ...` alone, or
 `accelerate launch --multi_gpu --num_processes N -m drawgap.cli train ...` (on a machine without GPUs
 drawgap picks accelerate's CPU backend, gloo, so that command runs N CPU processes; `torchrun` works too).
 `--batch-size` is per process: a step sees batch_size x processes items.
 
-- Optimiser (SPEC.md 2.1): Adam, lr 1e-4, linear decay to 0 at the last step (the paper decays per epoch;
-  per step is the same line without the stairs), no gradient clipping; `--lr-schedule constant` keeps it.
-- EMA of the weights (diffusers' `EMAModel`, warm-up 1 - (1 + step)^-3/4, capped at 0.9999), saved as the
-  run's generator: the paper used none, but averaged weights sample better after short CPU trainings.
+- Optimisers and schedules: the family's (the diffusion models': Adam with a linear LR decay, SPEC.md 2.1,
+  in `models/diffusion/family.py`). Each schedule is stepped before the optimizer step it applies to, so a
+  resumed run whose total step count changed sets its LR afresh; a schedule that monitors a logged value
+  (ReduceLROnPlateau) gets the previous step's. Schedules are checkpointed with the optimizers.
+- EMA of the weights where the family asks for it (`uses_ema`; diffusers' `EMAModel`, warm-up
+  1 - (1 + step)^-3/4, capped at 0.9999), saved as the run's generator: the paper used none, but averaged
+  weights sample better after short CPU trainings.
 - Mixed precision bf16 with `bf16=True` (autocast; weights, optimizer and EMA stay in float32).
 - Checkpoints every N steps and when stopped by SIGINT/SIGTERM or the time budget, each written into a
   temporary directory that is renamed into `checkpoints/step_XXXXXXXX` once complete, so the newest
@@ -33,9 +40,10 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -43,8 +51,9 @@ import torch
 from drawgap.errors import InputError
 from drawgap.io import write_json_atomic
 from drawgap.models.base import Generator
-from drawgap.models.checkpoint_state import load_checkpoint, remove_stale_checkpoint_dirs, save_ema_state
+from drawgap.models.checkpoint_state import load_checkpoint, remove_stale_checkpoint_dirs, save_ema_state, save_schedule_states
 from drawgap.models.class_augment import augment_class
+from drawgap.options import given, model_fields, option
 from drawgap.provenance import provenance
 
 CHECKPOINTS = "checkpoints"
@@ -52,21 +61,21 @@ CHECKPOINTS = "checkpoints"
 
 @dataclass
 class TrainOptions:
-    steps: int | None = None  # optimizer steps in all; None: estimated from `minutes`
-    minutes: float | None = None  # wall-clock budget of this invocation
-    batch_size: int = 64  # per process
-    lr: float = 1e-4
-    lr_schedule: str = "linear"  # linear decay to 0 at `steps`, or "constant"
+    """The options every family's training shares (`drawgap train FAMILY` adds the family's own)."""
+
+    steps: int | None = option(None, "Optimizer steps in all (the LR schedule ends there).")
+    minutes: float | None = option(None, "Time budget of this run; without --steps the step count is estimated from the speed.")
+    batch_size: int = option(64, "Items per step and process (fsdm: sets).")  # per process
     ema_max_decay: float = 0.9999
     ema_power: float = 0.75
-    bf16: bool = False
-    seed: int = 0
-    checkpoint_every: int = 500
+    bf16: bool = option(False, "bfloat16 mixed precision.")
+    seed: int = option(0, "Seed of the initial weights, data order and noise.")
+    checkpoint_every: int = option(500, "Checkpoint every N steps (and on Ctrl-C / SIGTERM).")
     keep_checkpoints: int = 2
-    augment_class: bool = False
+    augment_class: bool = option(False, "QuickDraw-FS class augmentation (SPEC.md 1.2).")
     log_every: int = 10
     calibration_steps: int = 20  # steps timed to turn `minutes` into a step count
-    cpu: bool = False  # force the CPU even where a GPU is present
+    cpu: bool = option(False, "Train on the CPU even where a GPU is present.")
 
     def check(self) -> "TrainOptions":
         if self.steps is None and self.minutes is None:
@@ -77,10 +86,6 @@ class TrainOptions:
                 raise InputError(f"expected a positive integer, got {v}", field=name)
         if self.minutes is not None and not self.minutes > 0:
             raise InputError(f"expected a positive number of minutes, got {self.minutes}", field="minutes")
-        if not self.lr > 0:
-            raise InputError(f"expected a positive learning rate, got {self.lr}", field="lr")
-        if self.lr_schedule not in ("linear", "constant"):
-            raise InputError(f"expected linear or constant, got {self.lr_schedule!r}", field="lr_schedule")
         return self
 
 
@@ -94,6 +99,7 @@ class TrainState:
     total_steps: int | None = None
     seconds: float = 0.0
     loss: float | None = None
+    logged: dict = field(default_factory=dict)  # the last step's logged values, for monitoring schedules
 
 
 @dataclass
@@ -104,6 +110,22 @@ class TrainResult:
     weights_sha256: str  # of the trained (not averaged) weights, identical on every process
     process_index: int = 0
     num_processes: int = 1
+
+
+@dataclass
+class StepRun:
+    """What a family's `training_step` works with."""
+
+    model: torch.nn.Module  # the prepared generator (DDP-wrapped on many processes): call it, so gradients sync
+    optimizers: list  # the family's optimizers, prepared, in the order `configure_optimizers` gave them
+    accelerator: Any
+    state: TrainState  # step (before this one), total_steps
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.accelerator.backward(loss)
+
+    def clip_grad_norm_(self, parameters, max_norm: float) -> torch.Tensor:
+        return self.accelerator.clip_grad_norm_(parameters, max_norm)
 
 
 class EpochPermutation(torch.utils.data.Sampler):
@@ -189,6 +211,7 @@ def train(
     run_dir: str | os.PathLike,
     options: TrainOptions,
     *,
+    family_options=None,
     resume: bool = False,
     progress: bool = True,
     dataset_info: dict | None = None,
@@ -196,14 +219,16 @@ def train(
 ) -> TrainResult:
     """Train `generator` on a drawgap `Dataset` into `run_dir` (see the module docstring).
 
+    family_options: an instance of the generator's `Options` (None: its defaults).
     With resume=True the generator must be the one the run directory describes (`load_generator`-built or
     constructed from its generator.json); the newest checkpoint then restores its weights.
     callback(state) runs after every optimizer step (custom logging, tests).
     """
     from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
+    from accelerate.utils import DistributedDataParallelKwargs
 
     options.check()
+    family_options = generator.Options() if family_options is None else family_options
     run_dir = Path(run_dir)
     latest = latest_checkpoint(run_dir)
     if resume and latest is None:
@@ -216,6 +241,7 @@ def train(
     accelerator = Accelerator(
         mixed_precision="bf16" if options.bf16 else "no",
         cpu=options.cpu or not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if generator.find_unused_parameters else None,
     )
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -229,33 +255,39 @@ def train(
             f"on {world} process(es), got {len(train_set)}",
             field="batch_size",
         )
-    optimizer = torch.optim.Adam(generator.parameters(), lr=options.lr)
-    model, optimizer, loader = accelerator.prepare(generator, optimizer, loader)
+    # the family's schedules read the state live (step, total_steps), so it is filled in place on resume
+    state = TrainState(total_steps=options.steps)
+    optimizers, schedules = generator.configure_optimizers(family_options, state)
+    model, *optimizers, loader = accelerator.prepare(generator, *optimizers, loader)
     unwrapped = accelerator.unwrap_model(model)
     model.train()
-    ema = EMAModel(unwrapped.parameters(), decay=options.ema_max_decay, use_ema_warmup=True, power=options.ema_power)
-    ema.to(accelerator.device)  # saved and loaded by checkpoint_state, not accelerate (which unpickles it)
+    # The EMA and the schedules are saved and loaded by checkpoint_state, not registered with accelerate
+    # (which unpickles registered objects on resume).
+    ema = None
+    if unwrapped.uses_ema:
+        from diffusers.training_utils import EMAModel
 
-    state = TrainState(total_steps=options.steps)
+        ema = EMAModel(unwrapped.parameters(), decay=options.ema_max_decay, use_ema_warmup=True, power=options.ema_power)
+        ema.to(accelerator.device)
+    run = StepRun(model, optimizers, accelerator, state)
+
     if resume:
-        load_checkpoint(accelerator, latest, ema)
+        load_checkpoint(accelerator, latest, ema, [schedule.scheduler for schedule in schedules])
         saved = read_state(latest)
-        state = dataclasses.replace(saved, total_steps=options.steps or saved.total_steps)
+        for f in dataclasses.fields(TrainState):
+            setattr(state, f.name, getattr(saved, f.name))
+        state.total_steps = options.steps or saved.total_steps
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"options": dataclasses.asdict(options), "dataset": dataset_info or {}, "processes": world}
+        recipe = {k: v for k, v in dataclasses.asdict(family_options).items() if k not in model_fields(type(family_options))}
+        record = {"options": {**dataclasses.asdict(options), **recipe}, "dataset": dataset_info or {}, "processes": world}
         write_json_atomic(run_dir / "train.json", {**record, "provenance": provenance(record, options.seed)})
     if main:
         remove_stale_checkpoint_dirs(run_dir)  # left by a run killed while saving
     accelerator.wait_for_everyone()
 
-    def lr_at(step: int) -> float:
-        if options.lr_schedule == "constant" or not state.total_steps:
-            return options.lr
-        return options.lr * max(0.0, 1.0 - step / state.total_steps)
-
     def save_checkpoint() -> None:
-        _save_checkpoint(accelerator, run_dir, state, ema, unwrapped, options, world)
+        _save_checkpoint(accelerator, run_dir, state, ema, schedules, unwrapped, options, world)
 
     bar = _progress(progress and main, state)
     budget_s = None if options.minutes is None else options.minutes * 60.0
@@ -279,27 +311,26 @@ def train(
                 torch.manual_seed(_step_seed(options.seed, rank, state.step))
                 if options.augment_class:
                     batch = augment_class(batch, unwrapped.class_keys)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(state.step)
-                loss = model(batch)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                ema.step(unwrapped.parameters())
+                _step_schedules(schedules, state)
+                logs = unwrapped.training_step(batch, run)
+                if ema is not None:
+                    ema.step(unwrapped.parameters())
+                state.logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in logs.items()}
+                loss = state.logged["loss"]
                 state.step += 1
                 state.batch_in_epoch += 1
                 state.seconds += time.monotonic() - step_started
-                recent_losses.append(float(loss.detach()))
+                recent_losses.append(loss)
                 if callback is not None:
                     callback(state)
 
                 if state.step % options.log_every == 0:
                     state.loss = _mean_loss(accelerator, recent_losses)
                     if main:
-                        _log(run_dir, state, lr_at(state.step), options.batch_size * world, started)
+                        _log(run_dir, state, _learning_rates(optimizers), options.batch_size * world, started)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
                 # turn a time budget into a step count once the speed is known (then the LR decays to 0 on time)
                 if state.total_steps is None:
@@ -346,6 +377,28 @@ def train(
     return result
 
 
+def _step_schedules(schedules: list, state: TrainState) -> None:
+    """Before optimizer step `state.step`: step each schedule that is due (the first step keeps the LR the
+    schedule was built with), a monitoring one with the previous step's logged value."""
+    if state.step == 0:
+        return
+    for schedule in schedules:
+        if state.step % schedule.every:
+            continue
+        with warnings.catch_warnings():  # a resumed run steps its schedules before this process's first optimizer step
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+            if schedule.monitor is None:
+                schedule.scheduler.step()
+            elif schedule.monitor in state.logged:
+                schedule.scheduler.step(state.logged[schedule.monitor])
+
+
+def _learning_rates(optimizers: list) -> float | list[float]:
+    """The LR of each optimizer's first parameter group (one number for one optimizer, as log.jsonl had)."""
+    lrs = [opt.param_groups[0]["lr"] for opt in optimizers]
+    return lrs[0] if len(lrs) == 1 else lrs
+
+
 def _release_accelerate_state() -> None:
     """accelerate keeps one global state per process, mixed precision included; clearing it (not the
     process group) lets one process train several models in turn, e.g. fp32 then bf16 (benchmarks, tests)."""
@@ -372,7 +425,8 @@ def _broadcast(t: torch.Tensor) -> torch.Tensor:
     return broadcast(t, from_process=0) if torch.distributed.is_available() and torch.distributed.is_initialized() else t
 
 
-def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, unwrapped: Generator, options: TrainOptions, world: int) -> None:
+def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, schedules: list, unwrapped: Generator,
+                     options: TrainOptions, world: int) -> None:
     """Write checkpoints/step_N through a temporary directory, then the EMA generator into the run dir."""
     root = run_dir / CHECKPOINTS
     final = root / f"step_{state.step:08d}"
@@ -384,16 +438,21 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, unwrapp
     accelerator.save_state(str(tmp))  # every process writes its own RNG state; the main one the rest
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_ema_state(ema, tmp)
+        if ema is not None:
+            save_ema_state(ema, tmp)
+        save_schedule_states([schedule.scheduler for schedule in schedules], tmp)
         write_json_atomic(tmp / "state.json", dataclasses.asdict(state))
         if final.exists():  # stopped again at a step already saved
             shutil.rmtree(final)
         os.replace(tmp, final)
-        ema.store(unwrapped.parameters())
-        ema.copy_to(unwrapped.parameters())
-        unwrapped.save(run_dir, extra={"training": {**dataclasses.asdict(state), "processes": world, "ema": True}},
+        if ema is not None:
+            ema.store(unwrapped.parameters())
+            ema.copy_to(unwrapped.parameters())
+        training = {k: v for k, v in dataclasses.asdict(state).items() if k != "logged"}
+        unwrapped.save(run_dir, extra={"training": {**training, "processes": world, "ema": ema is not None}},
                        seed=options.seed)
-        ema.restore(unwrapped.parameters())
+        if ema is not None:
+            ema.restore(unwrapped.parameters())
         for old in checkpoints(run_dir)[: -options.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -407,7 +466,7 @@ def _progress(enabled: bool, state: TrainState):
     return tqdm(total=state.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True)
 
 
-def _log(run_dir: Path, state: TrainState, lr: float, global_batch: int, started: float) -> None:
+def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch: int, started: float) -> None:
     per_step = state.seconds / max(state.step, 1)
     line = {
         "step": state.step,
@@ -432,8 +491,6 @@ def run_training(
     data: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    preset: str = "default",
-    denoiser: dict | None = None,
     generator_config: dict | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -441,20 +498,22 @@ def run_training(
 ) -> TrainResult:
     """`drawgap train`: read the dataset file, build (or, with resume, rebuild) the generator, train it.
 
-    options: `TrainOptions` fields; None means "not given" (the default, or on resume the run's value).
+    options: `TrainOptions` fields and the family's `Options` fields; None means "not given" (the default,
+    or on resume the run's value). generator_config: constructor arguments over those the options give.
     """
+    from drawgap.weights import file_sha256
     from drawgap.data.formats import read_dataset
     from drawgap.models.base import read_generator_record
     from drawgap.models.registry import create_generator, generator_class
 
-    unknown = set(options) - {f.name for f in dataclasses.fields(TrainOptions)}
+    family = generator_class(name)
+    known = {f.name for f in dataclasses.fields(TrainOptions)} | {f.name for f in dataclasses.fields(family.Options)}
+    unknown = set(options) - known
     if unknown:
-        raise TypeError(f"unknown training options {sorted(unknown)}")
-    given = {k: v for k, v in options.items() if v is not None}
+        raise TypeError(f"unknown training options {sorted(unknown)} for {name}")
+    loop_given, family_given = given(TrainOptions, options), given(family.Options, options)
     dataset = read_dataset(data)
     out = Path(out)
-    from drawgap.critics.registry import file_sha256
-
     info = {"path": str(data), "sha256": file_sha256(data),
             **{k: dataset.meta.get(k) for k in ("name", "split", "source", "image_size")}}
     if resume:
@@ -462,23 +521,29 @@ def run_training(
         if record["generator"] != name:
             raise InputError(f"the run trains {record['generator']}, not {name}", path=out, field="generator")
         saved = _saved_options(out)
-        for key, value in given.items():
+        recipe_given = {k: v for k, v in {**loop_given, **family_given}.items() if k not in model_fields(family.Options)}
+        for key, value in recipe_given.items():
             if key not in RESUMABLE and saved.get(key) != value:
                 raise InputError(f"a resumed run keeps its recipe: {key} is {saved.get(key)!r}, got {value!r}", field=f"--{key.replace('_', '-')}")
-        generator = generator_class(name)(**record["config"])
-        opts = TrainOptions(**{**saved, **given})
+        generator = family(**record["config"])  # the network as the run built it: model options are not read again
+        opts = TrainOptions(**{**given(TrainOptions, saved), **loop_given})
+        family_opts = family.Options(**{**given(family.Options, saved), **family_given})
     else:
-        opts = TrainOptions(**given)
-        config = {"image_size": dataset.image_size, "preset": preset, "denoiser": denoiser or {}, **(generator_config or {})}
+        opts = TrainOptions(**loop_given)
+        family_opts = family.Options(**family_given)
+        config = {**family.config_from_options(family_opts, dataset.image_size), **(generator_config or {})}
         generator = create_generator(name, seed=opts.seed, **config)
-    return train(generator, dataset, out, opts, resume=resume, progress=progress, dataset_info=info)
+    return train(generator, dataset, out, opts, family_options=family_opts, resume=resume, progress=progress,
+                 dataset_info=info)
 
 
 def _saved_options(run_dir: Path) -> dict:
+    """The options a run was started with (train.json), the loop's and its family's."""
     path = run_dir / "train.json"
     try:
         saved = json.loads(path.read_text())["options"]
+        if not isinstance(saved, dict):
+            raise TypeError("options is not a mapping")
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"unreadable training record ({exc})", path=path) from None
-    known = {f.name for f in dataclasses.fields(TrainOptions)}
-    return {k: v for k, v in saved.items() if k in known}
+    return saved

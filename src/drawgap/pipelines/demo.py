@@ -38,6 +38,7 @@ from rich.table import Table
 
 from drawgap.errors import InputError
 from drawgap.io import write_json_atomic
+from drawgap.options import cli_command
 from drawgap.provenance import provenance
 
 DEMO_FORMAT = "drawgap.demo/1"
@@ -179,13 +180,12 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
 
             # the default dataset: the one the shipped critics and generators were trained on
             splits = build_strokes(StrokesConfig())
-            record.commands.append(f"drawgap data strokes --out {_q(data_dir)}")
+            record.commands.append(cli_command(["data", "strokes"], out=data_dir))
         else:
             from drawgap.data.omniglot import build_omniglot
 
             splits = build_omniglot(None if cfg.source is None else [cfg.source], split="weak", size=48, progress=False)
-            src = "" if cfg.source is None else f" --source {_q(cfg.source)}"
-            record.commands.append(f"drawgap data omniglot --out {_q(data_dir)} --split weak --size 48{src}")
+            record.commands.append(cli_command(["data", "omniglot"], out=data_dir, split="weak", size=48, source=cfg.source))
         bar.update(task, total=1, completed=1)
     paths = {split: write_dataset(ds, data_dir / f"{split}.npz") for split, ds in splits.items()}
     test = splits["test"]
@@ -241,8 +241,8 @@ def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, tr
                 s = result.state
                 record.generators[name] = {"source": "trained", "dir": str(run_dir), "steps": s.step,
                                            "seconds": round(s.seconds, 1), "loss": s.loss, "stopped_by": result.stopped_by}
-                budget = f"--steps {cfg.train_steps}" if cfg.train_steps else f"--minutes {minutes:g}"
-                record.commands.append(f"drawgap train {name} --data {_q(train_data)} --out {_q(run_dir)} {budget} --seed {cfg.seed}")
+                budget = {"steps": cfg.train_steps} if cfg.train_steps else {"minutes": minutes}
+                record.commands.append(cli_command(["train", name], data=train_data, out=run_dir, **budget, seed=cfg.seed))
                 console.print(f"{name}: trained {s.step} steps in {s.seconds / 60:.1f} min, loss "
                               f"{'-' if s.loss is None else f'{s.loss:.4f}'}")
                 runs[name] = run_dir
@@ -267,12 +267,12 @@ def sample_generators(cfg: DemoConfig, record: DemoRecord, console: Console, run
                                        guidance=None if g is None else [g], sampler="dpm++", steps=cfg.sampler_steps,
                                        seed=cfg.seed, classes=cfg.classes)
             bar.advance(task)
-    common = (f"--exemplars {_q(test_data)} --out {_q(out_dir)} --per-exemplar {cfg.per_exemplar} --sampler dpm++ "
-              f"--steps {cfg.sampler_steps} --seed {cfg.seed} --classes {cfg.classes}")
+    common = dict(exemplars=test_data, out=out_dir, per_exemplar=cfg.per_exemplar, sampler="dpm++",
+                  steps=cfg.sampler_steps, seed=cfg.seed, classes=cfg.classes)
     if "ddpm" in runs:
-        record.commands.append(f"drawgap sample {_q(runs['ddpm'])} {common}")
+        record.commands.append(cli_command(["sample"], runs["ddpm"], **common))
     if "cfgdm" in runs:
-        record.commands.append(f"drawgap sample {_q(runs['cfgdm'])} {common} --guidance {','.join(f'{g:g}' for g in cfg.guidance)}")
+        record.commands.append(cli_command(["sample"], runs["cfgdm"], **common, guidance=",".join(f"{g:g}" for g in cfg.guidance)))
     return written
 
 
@@ -287,7 +287,8 @@ def load_critics(data: str) -> tuple:
 def evaluate_systems(cfg: DemoConfig, record: DemoRecord, console: Console, human: Path,
                      samples: list[Path], critics: tuple | None = None) -> list[Path]:
     """Stage 4: metrics of the human reference, then of each samples file against it."""
-    from drawgap.metrics.evaluate import evaluate, write_metrics
+    from drawgap.metrics.evaluate import evaluate
+    from drawgap.metrics.metrics_file import write_metrics
 
     simclr, protonet = critics or load_critics(cfg.data)
     metrics_dir = cfg.out / "metrics"
@@ -302,21 +303,12 @@ def evaluate_systems(cfg: DemoConfig, record: DemoRecord, console: Console, huma
             bar.update(task, description=f"evaluating {path.stem}")
             written.append(write_metrics(evaluate(path, human=human_metrics, **options), metrics_dir / f"{path.stem}.json"))
             bar.advance(task)
-    flags = f"--critics {cfg.data} --queries {cfg.queries} --bootstrap {cfg.bootstrap}"
-    record.commands.append(f"drawgap evaluate {_q(human)} {flags} --name human --out {_q(human_metrics)}")
+    flags = dict(critics=cfg.data, queries=cfg.queries, bootstrap=cfg.bootstrap)
+    record.commands.append(cli_command(["evaluate"], human, **flags, name="human", out=human_metrics))
     for path in samples:
-        record.commands.append(f"drawgap evaluate {_q(path)} {flags} --human {_q(human_metrics)} "
-                               f"--out {_q(metrics_dir / (path.stem + '.json'))}")
+        record.commands.append(cli_command(["evaluate"], path, **flags, human=human_metrics,
+                                           out=metrics_dir / (path.stem + ".json")))
     return written
-
-
-def _flags(options: dict) -> str:
-    """{"--kind": ["guided", "implicit"], "--steps": 10} -> "--kind guided --kind implicit --steps 10"."""
-    parts = []
-    for flag, value in options.items():
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            parts.append(f"{flag} {_q(format(v, 'g') if isinstance(v, float) else v)}")
-    return " ".join(parts)
 
 
 def _percent(fraction, spec: str = ".0f") -> str:
@@ -359,13 +351,11 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
             images, classes, ids = exemplars_of(test, cfg.importance_classes)
             for kind, m in diffusion_importance(generator, images, classes, seed=cfg.seed, image_ids=ids, **options).items():
                 maps_paths.append(write_maps(m, out_dir / f"cfgdm.{kind}.npz"))  # the CLI's OUT.<kind>.npz
-            flags = _flags({"--kind": list(KINDS), "--classes": cfg.importance_classes,
-                            "--trajectories": IMPORTANCE_TRAJECTORIES, "--sampler": "dpm++", "--steps": cfg.sampler_steps,
-                            "--guidance": IMPORTANCE_GUIDANCE, "--t-min": 1, "--t-max": T,
-                            "--grad-steps": IMPORTANCE_GRAD_STEPS, "--batch-size": IMPORTANCE_BATCH,
-                            "--precision": "fp32", "--seed": cfg.seed})
-            record.commands.append(f"drawgap importance maps diffusion {_q(runs['cfgdm'])} --exemplars {_q(test_data)} "
-                                   f"--out {_q(out_dir / 'cfgdm.npz')} {flags}")
+            record.commands.append(cli_command(
+                ["importance", "maps", "diffusion"], runs["cfgdm"], exemplars=test_data, out=out_dir / "cfgdm.npz",
+                kind=list(KINDS), classes=cfg.importance_classes, trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++",
+                steps=cfg.sampler_steps, guidance=IMPORTANCE_GUIDANCE, t_min=1, t_max=T, grad_steps=IMPORTANCE_GRAD_STEPS,
+                batch_size=IMPORTANCE_BATCH, precision="fp32", seed=cfg.seed))
             bar.advance(task)
         else:
             console.print("[yellow]no cfgdm among the generators: no diffusion importance maps[/]")
@@ -374,9 +364,9 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
             m = critic_importance(critic, test, CRITIC_METHOD, per_class=1, seed=cfg.seed, classes=cfg.importance_classes)
             maps_paths.append(write_maps(m, out_dir / f"{name}.npz"))
             shipped = getattr(critic, "name", None) or f"{cfg.data}-{name}"
-            record.commands.append(f"drawgap importance maps critic {_q(shipped)} --data {_q(test_data)} "
-                                   f"--out {_q(out_dir / (name + '.npz'))} --method {CRITIC_METHOD} --per-class 1 "
-                                   f"--classes {cfg.importance_classes} --seed {cfg.seed}")
+            record.commands.append(cli_command(
+                ["importance", "maps", "critic"], shipped, data=test_data, out=out_dir / (name + ".npz"),
+                method=CRITIC_METHOD, per_class=1, classes=cfg.importance_classes, seed=cfg.seed))
             bar.advance(task)
 
         bar.update(task, description="importance: ink reports")
@@ -388,9 +378,8 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
             ink = out_dir / f"{path.stem}_ink.json"
             write_json_atomic(ink, report)
             ink_paths.append(ink)
-            strokes = f" --strokes {_q(test_data)}" if masks is not None else ""
-            record.commands.append(f"drawgap importance ink {_q(path)} --out {_q(ink)}{strokes} "
-                                   + _flags({f"--{k}": v for k, v in INK_OPTIONS.items()}))
+            record.commands.append(cli_command(["importance", "ink"], path, out=ink,
+                                               strokes=test_data if masks is not None else None, **INK_OPTIONS))
             mean = report["mean"]
             console.print(f"{path.stem}: {_percent(mean.get('mass_on_ink'))} of the mass on the ink "
                           f"({_percent(mean.get('ink_area'))} of the pixels); half the mass on "
@@ -404,7 +393,7 @@ def write_demo_report(cfg: DemoConfig, record: DemoRecord) -> Path:
     from drawgap.report.html import write_report
 
     out = cfg.out / "report.html"
-    record.commands.append(f"drawgap report {_q(cfg.out)} --out {_q(out)} --figures {_q(cfg.out / 'figures')}")
+    record.commands.append(cli_command(["report"], cfg.out, out=out, figures=cfg.out / "figures"))
     record.save(cfg.out)  # the report shows these commands
     return write_report(cfg.out, out, cfg.out / "figures")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from drawgap.errors import InputError
 from drawgap.metrics.comparison import compare
-from drawgap.metrics.evaluate import METRICS_FORMAT, read_metrics
+from drawgap.metrics.metrics_file import METRICS_FORMAT, read_metrics
 
 DEMO_RECORD = "demo.json"
 KNOWN_GENERATORS = {"ddpm": "DDPM", "cfgdm": "CFGDM", "fsdm": "FSDM"}

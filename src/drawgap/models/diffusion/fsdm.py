@@ -18,16 +18,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from drawgap.errors import InputError
-from drawgap.models.base import Generator
 from drawgap.models.diffusion.denoisers import build_denoiser
-from drawgap.models.diffusion.model import sample_per_exemplar
+from drawgap.models.diffusion.family import DiffusionFamily, DiffusionOptions
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
+from drawgap.options import option
+
+
+@dataclass
+class FSDMOptions(DiffusionOptions):
+    set_size: int = option(5, "Drawings per class-homogeneous training set.", model=True)
 
 
 class SetEncoder(nn.Module):
@@ -74,11 +80,13 @@ class ClassSets(torch.utils.data.Dataset):
         return {"sets": self.images[np.concatenate([[i], pick]).astype(np.int64)]}
 
 
-class FSDM(Generator):
-    """Few-shot diffusion: a set context, FiLM-injected, conditions the denoiser."""
+class FSDM(DiffusionFamily):
+    """Few-shot diffusion: a set context, FiLM-injected, conditions the denoiser. No guidance: it never
+    drops its condition, so it has no unconditional model to guide with."""
 
     name = "fsdm"
     class_keys = ("sets",)
+    Options = FSDMOptions
 
     def __init__(
         self,
@@ -137,25 +145,7 @@ class FSDM(Generator):
 
     # -------------------------------------------------------------------------------------- sampling
 
-    @torch.no_grad()
-    def sample(
-        self,
-        exemplars,
-        n: int,
-        *,
-        seed: int | None = None,
-        guidance: float | None = None,
-        sampler: str = "ancestral",
-        steps: int | None = None,
-        batch_size: int = 64,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """[C, n, 1, H, W] drawings in [0, 1], each class conditioned on its exemplar as a set of size 1."""
-        if guidance not in (None, 0, 0.0):
-            raise InputError(f"fsdm has no guidance (it never drops its condition), got {guidance!r}", field="guidance")
-        if n < 1:
-            raise InputError(f"expected n >= 1 drawings per exemplar, got {n}", field="n")
-        cond = self.check_exemplars(exemplars)
+    def noise_for(self, cond: torch.Tensor, n: int, options: dict):
         was_training = self.training
         self.eval()  # the context in inference mode, as the denoiser samples in
         try:
@@ -167,4 +157,4 @@ class FSDM(Generator):
             c = ctx[chunk]
             return lambda x_t, t: self.predict_noise(x_t.contiguous(memory_format=torch.channels_last), t, c)
 
-        return sample_per_exemplar(self, noise_for, len(cond), n, seed, sampler, steps, batch_size, progress)
+        return noise_for

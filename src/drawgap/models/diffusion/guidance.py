@@ -37,6 +37,23 @@ def null_condition(cond: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(cond)
 
 
+def noise_pair(
+    denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    g: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(eps_cond, eps_uncond), the two passes run as one doubled batch; the sampling loop combines them
+    (`samplers.sample_loop`). denoise(x_t, t, cond) -> eps. With g = 0 the unconditional pass would be
+    multiplied by zero, so it is skipped (eps_uncond None: same result, half the cost)."""
+    if g == 0:
+        return denoise(x_t, t, cond), None
+    eps = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)]))
+    eps_cond, eps_uncond = eps.chunk(2)
+    return eps_cond, eps_uncond
+
+
 def guided_noise(
     denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     x_t: torch.Tensor,
@@ -44,13 +61,6 @@ def guided_noise(
     cond: torch.Tensor,
     g: float,
 ) -> torch.Tensor:
-    """Guided noise prediction; the conditional and unconditional passes run as one doubled batch.
-
-    denoise(x_t, t, cond) -> eps. With g = 0 the unconditional pass would be multiplied by zero, so it is
-    skipped (same result, half the cost).
-    """
-    if g == 0:
-        return denoise(x_t, t, cond)
-    eps = denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)]))
-    eps_cond, eps_uncond = eps.chunk(2)
-    return combine(eps_cond, eps_uncond, g)
+    """Guided noise prediction (1 + g) eps_cond - g eps_uncond, from `noise_pair`."""
+    eps_cond, eps_uncond = noise_pair(denoise, x_t, t, cond, g)
+    return eps_cond if eps_uncond is None else combine(eps_cond, eps_uncond, g)

@@ -15,71 +15,15 @@ to [0, 1] (the critics binarise them anyway). Sampling runs the network in chann
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from drawgap.errors import InputError
-from drawgap.models.base import Generator, item_seeds
 from drawgap.models.diffusion.denoisers import build_denoiser
-from drawgap.models.diffusion.guidance import guided_noise
-from drawgap.models.diffusion.samplers import sample_in_batches
+from drawgap.models.diffusion.family import DiffusionFamily, channels_last  # noqa: F401  (channels_last: public here before)
+from drawgap.models.diffusion.guidance import guided_noise, noise_pair
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
-
-
-@contextmanager
-def channels_last(network: torch.nn.Module):
-    """Inside the block, the network's convolution weights are laid out channels-last (NHWC); after it,
-    contiguous again (safetensors saves contiguous tensors only, and training stays NCHW).
-
-    Why: oneDNN's CPU convolutions work on NHWC directly. With NCHW tensors every convolution reorders its
-    input, output and weights to a blocked layout and pads the channels to blocks of 16 (the lean
-    denoiser's 24 become 32). Same values up to float rounding (~1e-6). Measured at 48 px, one thread, CPU
-    ms per network call, NCHW -> NHWC input -> NHWC input and weights (a loaded machine, best of 25 / 4):
-    lean denoiser 29.9 -> 25.6 -> 24.3 at batch 2 (one guided drawing), 820 -> 797 -> 708 at batch 64;
-    paper denoiser 102 -> 105 -> 105 at batch 2 (within the noise), 4205 -> 3699 -> 3690 at batch 64.
-    The sampling path (`guided_noise`) feeds NHWC input; `sample` also converts the weights here.
-    """
-    network.to(memory_format=torch.channels_last)
-    try:
-        yield network
-    finally:
-        network.to(memory_format=torch.contiguous_format)
-
-
-def sample_per_exemplar(
-    model: Generator,
-    noise_for: Callable[[slice], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
-    n_classes: int,
-    n: int,
-    seed: int | None,
-    sampler: str,
-    steps: int | None,
-    batch_size: int,
-    progress: bool,
-) -> torch.Tensor:
-    """[C, n, 1, S, S] drawings of a diffusion generator, drawing (c, k) from the seed of (seed, c, k).
-
-    noise_for(chunk) gives the noise prediction for the drawings `chunk` of the flattened [C * n] list; it
-    should feed its network channels-last input. The model samples in eval mode with its `denoiser`
-    channels-last (see `channels_last`), and goes back to its mode and layout afterwards.
-    """
-    seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
-    size = model.image_size
-    was_training = model.training
-    model.eval()
-    try:
-        with channels_last(model.denoiser):
-            x = sample_in_batches(
-                noise_for, item_seeds(seed, n_classes, n).reshape(-1), sampler, model.schedule, steps, size, batch_size,
-                device=model.device, progress=progress,
-            )
-    finally:
-        model.train(was_training)
-    return x.view(n_classes, n, 1, size, size)
 
 
 class PairSet(torch.utils.data.Dataset):
@@ -97,12 +41,12 @@ class PairSet(torch.utils.data.Dataset):
         return {"images": self.images[i], "exemplars": self.images[self.exemplar_index[i]]}
 
 
-class ExemplarDiffusion(Generator):
+class ExemplarDiffusion(DiffusionFamily):
     """A diffusion model conditioned on one exemplar, stacked as an input channel."""
 
-    name = "cfgdm"
     class_keys = ("images", "exemplars")
     default_guidance = 1.0  # the paper's "CFGDM"
+    sampling_defaults = {**DiffusionFamily.sampling_defaults, "guidance": default_guidance}
 
     def __init__(
         self,
@@ -183,36 +127,15 @@ class ExemplarDiffusion(Generator):
             )
         return g
 
-    @torch.no_grad()
-    def sample(
-        self,
-        exemplars,
-        n: int,
-        *,
-        seed: int | None = None,
-        guidance: float | None = None,
-        sampler: str = "ancestral",
-        steps: int | None = None,
-        batch_size: int = 64,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """[C, n, 1, H, W] drawings in [0, 1]; drawing (c, k) depends only on (seed, c, k) and the options.
-
-        guidance: the paper's g (default 1.0 for cfgdm, 0 for ddpm); sampler: ancestral | ddim | dpm++;
-        steps: sampler steps (ancestral: always T; fast samplers: default 20); batch_size: drawings per
-        network call (guidance doubles the batch internally).
-        """
-        if n < 1:
-            raise InputError(f"expected n >= 1 drawings per exemplar, got {n}", field="n")
-        cond = self.check_exemplars(exemplars)
-        g = self._check_guidance(self.default_guidance if guidance is None else guidance)
+    def noise_for(self, cond: torch.Tensor, n: int, options: dict):
         cond_per_item = cond.repeat_interleave(n, dim=0)
+        g = options["guidance"]
 
-        def noise_for(chunk: slice):
+        def noise_for(chunk: slice):  # (eps_cond, eps_uncond): the sampling loop combines them with g
             c = cond_per_item[chunk]
-            return lambda x_t, t: self.guided_noise(x_t, t, c, g)
+            return lambda x_t, t: noise_pair(self._sampling_noise, x_t, t, c, g)
 
-        return sample_per_exemplar(self, noise_for, len(cond), n, seed, sampler, steps, batch_size, progress)
+        return noise_for
 
 
 class DDPM(ExemplarDiffusion):
@@ -220,6 +143,7 @@ class DDPM(ExemplarDiffusion):
 
     name = "ddpm"
     default_guidance = 0.0
+    sampling_defaults = {**DiffusionFamily.sampling_defaults, "guidance": default_guidance}
 
     def __init__(self, image_size: int = 48, preset: str = "default", denoiser: dict | None = None, cond_drop_prob: float = 0.0, **schedule):
         if cond_drop_prob != 0.0:

@@ -17,15 +17,18 @@ The fast solvers get the paper's betas (`trained_betas`, `num_train_timesteps = 
 alphas_cumprod are the paper's alphabar, and "trailing" timestep spacing, so they start where the
 ancestral sampler starts (t = T). Neither clips nor thresholds: the data live in {0, 1}, not [-1, 1].
 
-`sample_loop` runs any of them with one `torch.Generator` per drawing (see `base.item_seeds`);
-`sample_in_batches` splits many drawings into network batches.
+`sample_loop` runs any of them with one `torch.Generator` per drawing (see `base.item_seeds`), combines
+the conditional and unconditional noise with the guidance, and calls a per-step hook with both (what the
+diffusion importance maps accumulate); `sample_in_batches` splits many drawings into network batches,
+with the scheduler built once per call (each batch starts from a copy of it).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -33,9 +36,14 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from drawgap.errors import InputError
+from drawgap.models.diffusion.guidance import combine
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
 SAMPLERS = ("ancestral", "ddim", "dpm++", "dpm++ode")
+# predict_noise(x_t, t) -> eps, or (eps_cond, eps_uncond) for the loop to combine (eps_uncond None: eps_cond alone)
+Noise = Callable[[torch.Tensor, torch.Tensor], Union[torch.Tensor, tuple]]
+# on_step(t, x_t, eps_cond, eps_uncond), after each network call and before the scheduler's step
+StepHook = Callable[[int, torch.Tensor, torch.Tensor, Union[torch.Tensor, None]], None]
 
 
 def make_scheduler(sampler: str, schedule: PaperLinearScheduler, steps: int | None = None):
@@ -74,16 +82,20 @@ def drawing_generators(seeds) -> list[torch.Generator]:
 
 @torch.no_grad()
 def sample_loop(
-    predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    predict_noise: Noise,
     scheduler,
     generators: list[torch.Generator],
     image_shape: tuple[int, int, int],
     device: torch.device | str = "cpu",
-    on_step: Callable[[], None] | None = None,
+    on_step: StepHook | None = None,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """Run a scheduler from x_T ~ N(0, I) to x_0 for len(generators) drawings.
 
-    predict_noise(x_t, t) -> eps, with t a long tensor [B] of the scheduler's timesteps (paper's t).
+    predict_noise(x_t, t) -> eps, or (eps_cond, eps_uncond) combined here with the paper's guidance g
+    (`guidance.combine`), with t a long tensor [B] of the scheduler's timesteps (paper's t).
+    on_step(t, x_t, eps_cond, eps_uncond) sees every step: the timestep, the network's input and its noise
+    predictions (eps_uncond None where there is none).
     Noise comes from each drawing's own generator (on the CPU, so results match across devices).
     """
     n = len(generators)
@@ -91,15 +103,18 @@ def sample_loop(
     x = x * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         t_batch = torch.full((n,), int(t), dtype=torch.long, device=x.device)
-        eps = predict_noise(scheduler.scale_model_input(x, t), t_batch)
-        x = scheduler.step(eps.float(), t, x, generator=generators).prev_sample
+        x_in = scheduler.scale_model_input(x, t)
+        predicted = predict_noise(x_in, t_batch)
+        eps_cond, eps_uncond = predicted if isinstance(predicted, tuple) else (predicted, None)
+        eps = eps_cond if eps_uncond is None else combine(eps_cond, eps_uncond, guidance)
         if on_step is not None:
-            on_step()
+            on_step(int(t), x_in, eps_cond, eps_uncond)
+        x = scheduler.step(eps.float(), t, x, generator=generators).prev_sample
     return x
 
 
 def sample_in_batches(
-    noise_for: Callable[[slice], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    noise_for: Callable[[slice], Noise],
     seeds: np.ndarray,
     sampler: str,
     schedule: PaperLinearScheduler,
@@ -108,14 +123,17 @@ def sample_in_batches(
     batch_size: int,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    guidance: float = 0.0,
 ) -> torch.Tensor:
     """[len(seeds), 1, H, W] drawings, made `batch_size` at a time and clamped to [0, 1].
 
-    noise_for(chunk) -> predict_noise(x_t, t) for the drawings seeds[chunk] (it selects their conditions).
+    noise_for(chunk) -> predict_noise(x_t, t) for the drawings seeds[chunk] (it selects their conditions);
+    guidance: the g that combines its (eps_cond, eps_uncond).
     """
     if batch_size < 1:
         raise InputError(f"expected a batch size >= 1, got {batch_size}", field="batch_size")
-    n_steps = len(make_scheduler(sampler, schedule, steps).timesteps)  # also validates the options
+    scheduler = make_scheduler(sampler, schedule, steps)  # also validates the options
+    n_steps = len(scheduler.timesteps)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -127,11 +145,12 @@ def sample_in_batches(
         chunk = slice(start, start + batch_size)
         x = sample_loop(
             noise_for(chunk),
-            make_scheduler(sampler, schedule, steps),
+            copy.deepcopy(scheduler),  # a scheduler keeps state between steps (DPM-Solver's history)
             drawing_generators(seeds[chunk]),
             (1, image_size, image_size),
             device=device,
-            on_step=bar.update if bar is not None else None,
+            on_step=(lambda *_: bar.update()) if bar is not None else None,
+            guidance=guidance,
         )
         out.append(x.clamp_(0.0, 1.0).cpu())
     if bar is not None:

@@ -1,0 +1,33 @@
+"""What drawgap ships: the one table of trained generators and critics in the package, by name.
+
+Each is a directory under its kind's `weights/` folder (`models/weights/<name>`, `critics/weights/<name>`)
+holding what training wrote and a TRAINING.md with the command, data and measured quality; `drawgap
+generators` and `drawgap critics list` read this table, and names resolve through `drawgap.weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shipped:
+    kind: str  # "generator" or "critic"
+    about: str
+
+
+SHIPPED: dict[str, Shipped] = {
+    "strokes-ddpm": Shipped("generator", "DDPM conditioned on the exemplar, built-in strokes dataset (48 px)"),
+    "strokes-cfgdm": Shipped("generator", "CFGDM (classifier-free guidance), built-in strokes dataset (48 px)"),
+    "omniglot-ddpm": Shipped("generator", "DDPM conditioned on the exemplar, Omniglot weak split (48 px)"),
+    "omniglot-cfgdm": Shipped("generator", "CFGDM (classifier-free guidance), Omniglot weak split (48 px)"),
+    "omniglot-simclr": Shipped("critic", "SimCLR features of Omniglot drawings (weak split, 50 px): diversity, originality"),
+    "omniglot-protonet": Shipped("critic", "ProtoNet one-shot classifier of Omniglot drawings (weak split, 50 px): recognizability"),
+    "strokes-simclr": Shipped("critic", "SimCLR features of the built-in strokes dataset (48 px)"),
+    "strokes-protonet": Shipped("critic", "ProtoNet one-shot classifier of the built-in strokes dataset (48 px)"),
+}
+
+
+def shipped_names(kind: str) -> dict[str, str]:
+    """{name: what it is} of the shipped weights of one kind, in the table's order."""
+    return {name: s.about for name, s in SHIPPED.items() if s.kind == kind}

@@ -1,0 +1,129 @@
+"""Persisting trained networks, for generators and critics alike: weights in safetensors beside a JSON record,
+the weights' sha256 recorded and checked, records read with one-line errors, names of shipped weights
+resolved to their directories, and a trained directory installed under a shipped name.
+
+A generator's run directory (`generator.json` + `weights.safetensors`) and a critic's directory
+(`config.json` + `model.safetensors`) differ in their file names and records, not in how they are written,
+read, checked or shipped: that is here, once. The table of what is shipped is `drawgap.shipped`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from drawgap.errors import InputError
+from drawgap.io import atomic_path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_weights(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> str:
+    """The module's state as safetensors (contiguous CPU tensors), written atomically; returns its sha256."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return file_sha256(path)
+
+
+def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu", expected_sha256: str | None = None,
+                 recorded_in: str = "the record", missing: str = "no such file") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking its sha256 against the recorded one (if any)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing, path=path)
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"expected a safetensors file, could not read it ({exc})", path=path) from None
+    if expected_sha256 is not None:
+        actual = file_sha256(path)
+        if actual != expected_sha256:
+            raise InputError(f"expected weights with sha256 {expected_sha256} (from {recorded_in}), got {actual}", path=path)
+    return state
+
+
+def load_weights(module: nn.Module, state: dict, path: str | os.PathLike) -> nn.Module:
+    """Load `state` into `module`, naming the first missing, unexpected or mis-shaped tensor otherwise
+    (load_state_dict's own message is many lines)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
+        raise InputError(
+            f"weights do not match the config ({len(missing)} missing, {len(unexpected)} unexpected tensors; {what})",
+            path=path,
+        )
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise InputError(f"weights do not match the config: {k} has shape {list(state[k].shape)}, expected {list(v.shape)}", path=path)
+    module.load_state_dict(state)
+    return module
+
+
+def read_record(path: str | os.PathLike, fmt: str, missing: str = "no such file") -> dict:
+    """A JSON object whose `format` is `fmt` (a generator.json, a critic's config.json, a metrics.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing, path=path)
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"expected JSON ({exc})", path=path) from None
+    got = record.get("format") if isinstance(record, dict) else type(record).__name__
+    if got != fmt:
+        raise InputError(f"expected format {fmt!r}, got {got!r}", path=path, field="format")
+    return record
+
+
+def resolve_directory(name_or_dir: str | os.PathLike, kind: str, root: Path, files: tuple[str, ...],
+                      how_to_get: str, paths_may_be_missing: bool = False) -> Path:
+    """The directory of a shipped name (`root/<name>`, InputError saying how to get the weights when they are
+    not installed), or the directory given; an error listing the shipped names for anything else.
+    paths_may_be_missing: a missing directory written as a path ("runs/x", "./x") is returned as it is,
+    for the reader of its files to name the missing one."""
+    from drawgap.shipped import shipped_names
+
+    key = os.fspath(name_or_dir)
+    names = shipped_names(kind)
+    if key in names:
+        directory = root / key
+        if not all((directory / f).is_file() for f in files):
+            raise InputError(f"{kind} {key!r} is known but its weights are not installed in {directory}; {how_to_get}",
+                             field=kind)
+        return directory
+    if Path(key).is_dir() or (paths_may_be_missing and ("/" in key or key.startswith("."))):
+        return Path(key)
+    raise InputError(f"expected a {kind} name ({', '.join(names)}) or a directory holding {' and '.join(files)}, "
+                     f"got {key!r}", field=kind)
+
+
+def install_directory(source: str | os.PathLike, dest: Path, files: tuple[str, ...], notes: str) -> Path:
+    """Copy `files` (those present) from a trained directory into `dest`, each atomically, with TRAINING.md."""
+    source = Path(source)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if (source / f).is_file():
+            with atomic_path(dest / f) as tmp:
+                shutil.copyfile(source / f, tmp)
+    with atomic_path(dest / "TRAINING.md") as tmp:
+        tmp.write_text(notes)
+    return dest
