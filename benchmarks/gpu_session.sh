@@ -13,6 +13,14 @@
 # and their metrics with the shipped critics).
 # Writes $OUT/session.log and $OUT/part_NN (one .tgz split in 15 MB parts).
 #   bash benchmarks/gpu_session.sh           environment: MINUTES (training budget), DEADLINE (s), DEV
+#
+# What the first run measured (H200, 2026-11-28; MINUTES=4, DEADLINE=545; output in the session's closing note):
+# - the ten training jobs at once kept the GPU at 100 % and starved one another: each generator made 5 to 13
+#   steps/s (quickdraw-cfgdm 722 steps of batch 128, omniglot-cfgdm-wide 1,530, omniglot-fsdm 1,410 of 32 sets)
+#   where one alone makes 34 to 41 (benchmarks/bench_training.py there); the ResNet ProtoNet made 11.9 episodes/s;
+# - drawing 100k QuickDraw drawings took ~155 s, so evaluation did not fit before the deadline.
+# Next time: fewer jobs at once (the critics first, alone; then two or three generators), keep the last
+# checkpoint of each run so a later session can resume it, and evaluate on the CPU from the returned samples.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 MINUTES=${MINUTES:-4}
