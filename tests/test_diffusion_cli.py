@@ -7,6 +7,7 @@ import pytest
 
 from drawgap.data.formats import read_samples, write_dataset, write_samples
 from drawgap.models import create_generator
+from drawgap.models.naming import system_name
 from tests.conftest import make_dataset
 
 LEAN = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_head_dim": 4}
@@ -47,8 +48,12 @@ def test_sample_from_a_samples_file_and_first_classes(tmp_path, run_dir, dataset
     human = write_samples(ds.to_samples(), tmp_path / "human.npz")
     r = cli("sample", run_dir, "--exemplars", human, "--per-exemplar", 1, "--classes", 2, "--steps", 2, "--out", tmp_path / "o")
     assert r.code == 0, r.err
-    s = read_samples(tmp_path / "o" / "cfgdm.npz")  # no --guidance: the generator's default (1 for cfgdm)
-    assert s.samples.shape == (2, 1, 8, 8) and s.meta["params"]["guidance"] is None
+    # no --guidance: the generator's default (1 for cfgdm), recorded and in the file's name
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["cfgdm_g1.npz"]
+    assert "g=1;" in r.out and "system 'cfgdm g=1 (dpm++, 2 steps)'" in r.out
+    s = read_samples(tmp_path / "o" / "cfgdm_g1.npz")
+    assert s.samples.shape == (2, 1, 8, 8) and s.meta["params"]["guidance"] == 1.0
+    assert system_name(s.meta) == "cfgdm g=1 (dpm++, 2 steps)"
     assert s.meta["params"]["sampler"] == "dpm++" and s.meta["dataset"]["kind"] == "samples"
 
 

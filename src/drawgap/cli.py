@@ -301,7 +301,8 @@ def compare_cmd(
     from drawgap.metrics.evaluate import read_metrics
 
     loaded = [read_metrics(p) for p in metrics]
-    result = compare(loaded, names=None if names is None else [n.strip() for n in names.split(",")], human=human)
+    with _metric_warnings_to_stderr():
+        result = compare(loaded, names=None if names is None else [n.strip() for n in names.split(",")], human=human)
     typer.echo(format_table(result))
     if out is not None:
         from drawgap.report.figures import plot_comparison, save_figure
@@ -750,15 +751,19 @@ def sample_cmd(
     """Draw from each exemplar with a trained generator; write samples files ready for `drawgap evaluate`."""
     from drawgap.models.sampling import parse_guidance, sample_to_files
 
-    paths = sample_to_files(
-        run_dir, exemplars, out, per_exemplar=per_exemplar, guidance=parse_guidance(guidance), sampler=sampler,
-        steps=steps, seed=seed, batch_size=batch_size, classes=classes, device=device, progress=sys.stderr.isatty(),
-    )
+    with _metric_warnings_to_stderr():
+        paths = sample_to_files(
+            run_dir, exemplars, out, per_exemplar=per_exemplar, guidance=parse_guidance(guidance), sampler=sampler,
+            steps=steps, seed=seed, batch_size=batch_size, classes=classes, device=device, progress=sys.stderr.isatty(),
+        )
     from drawgap.data.formats import read_samples
+    from drawgap.models.naming import system_name
 
     for path in paths:
         s = read_samples(path)
-        _echo_written("samples", path, f"{_samples_summary(s)}, {s.meta['params']['sampler']} x{s.meta['params']['steps']}, g={s.meta['params']['guidance']}")
+        p = s.meta["params"]
+        g = "none" if p["guidance"] is None else format(p["guidance"], "g")
+        _echo_written("samples", path, f"{_samples_summary(s)}, {p['sampler']} x{p['steps']}, g={g}; system {system_name(s.meta)!r}")
 
 
 @app.command("generators")

@@ -20,6 +20,7 @@ from drawgap.data.formats import Samples, read_dataset, read_samples, write_samp
 from drawgap.data.transforms import to_uint8
 from drawgap.errors import InputError
 from drawgap.models.base import read_generator_record
+from drawgap.models.naming import guidance_used, samples_file_name
 from drawgap.models.registry import load_generator, resolve_run_dir
 from drawgap.provenance import provenance
 
@@ -58,11 +59,6 @@ def read_exemplars(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dic
     return ds.exemplar_images(), ds.classes, {"path": str(path), "kind": "dataset", **info}
 
 
-def samples_name(generator: str, guidance: float | None) -> str:
-    """cfgdm, 0.5 -> 'cfgdm_g0.5.npz'; no guidance given -> 'cfgdm.npz'."""
-    return f"{generator}.npz" if guidance is None else f"{generator}_g{format(guidance, 'g')}.npz"
-
-
 def sample_to_files(
     run_dir: str | os.PathLike,
     exemplars: str | os.PathLike,
@@ -97,6 +93,7 @@ def sample_to_files(
         generator.check_exemplars(images[:1])
     except InputError as exc:
         raise InputError(exc.detail, path=exemplars, field="exemplars") from None
+    warn_other_dataset(run_dir, source)
 
     written = []
     for g in guidance if guidance is not None else [None]:
@@ -104,7 +101,8 @@ def sample_to_files(
         if g is not None:
             options["guidance"] = g
         drawings = generator.sample(images, per_exemplar, seed=seed, progress=progress, **options)
-        params = {"guidance": g, "sampler": sampler, "steps": _steps_used(generator, sampler, steps),
+        used = guidance_used(generator, g)  # recorded even when not given: cfgdm's default is 1, never null
+        params = {"guidance": used, "sampler": sampler, "steps": _steps_used(generator, sampler, steps),
                   "per_exemplar": per_exemplar, "seed": seed}
         meta = {
             "generator": record["generator"],
@@ -120,7 +118,9 @@ def sample_to_files(
             classes=np.asarray(names),
             meta=meta,
         )
-        written.append(write_samples(samples, Path(out_dir) / samples_name(record["generator"], g)))
+        guided = getattr(generator, "cond_drop_prob", 0) > 0  # a guided family: its file names its guidance
+        name = samples_file_name(record["generator"], used if guided else g)
+        written.append(write_samples(samples, Path(out_dir) / name))
     return written
 
 
@@ -131,3 +131,25 @@ def _steps_used(generator, sampler: str, steps: int | None) -> int | None:
     from drawgap.models.diffusion.samplers import make_scheduler
 
     return len(make_scheduler(sampler, generator.schedule, steps).timesteps)
+
+
+def trained_on(run_dir: Path) -> dict:
+    """The dataset a run was trained on, as its train.json records it ({} when it records none)."""
+    import json
+
+    path = Path(run_dir) / "train.json"
+    try:
+        return dict(json.loads(path.read_text()).get("dataset") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def warn_other_dataset(run_dir: Path, source: dict) -> None:
+    """Warn when the exemplars come from another dataset than the one the generator was trained on (a
+    generator trained on Omniglot draws strokes exemplars of the same size without complaint, but badly)."""
+    import warnings
+
+    trained, given = trained_on(run_dir).get("name"), source.get("name")
+    if trained and given and trained != given:
+        warnings.warn(f"{run_dir} was trained on {trained!r} ({trained_on(run_dir).get('path')}) but the exemplars in "
+                      f"{source.get('path')} come from {given!r}: its drawings may say little about either", stacklevel=2)

@@ -69,11 +69,13 @@ class Results:
 
 def system_label(metrics: dict) -> str:
     """Display name: `human`, `DDPM`, `CFGDM g=0.5`, or the metrics' `system` (a name given at evaluation)."""
+    from drawgap.models.naming import system_name
+
     meta = metrics.get("samples_meta") or {}
     generator, system = meta.get("generator"), metrics.get("system")
     if system == "human" or generator == "human":
         return "human"
-    if system not in (None, generator):
+    if system not in (None, generator, system_name(meta)):  # a name given at evaluation
         return str(system)
     if generator in KNOWN_GENERATORS:
         g = (meta.get("params") or {}).get("guidance")
