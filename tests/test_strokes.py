@@ -153,7 +153,18 @@ def test_cli_writes_valid_files_and_preview(cli, tmp_path):
     res = cli("data", "strokes", "--out", out, "--classes", 12, "--per-class", 3, "--size", 24, "--as-samples")
     assert res.code == 0, res
     samples = read_samples(out / "test_samples.npz")
-    assert samples.samples.shape == (test.n_classes, 3, 24, 24)
+    assert samples.samples.shape == (test.n_classes, 3, 24, 24) and samples.meta["exemplar_included"] is True
+    assert "exemplar included (the papers' protocol)" in res.out
+
+    res = cli("data", "strokes", "--out", out / "x", "--classes", 12, "--per-class", 3, "--size", 24, "--as-samples",
+              "--exclude-exemplar")
+    assert res.code == 0, res
+    samples = read_samples(out / "x" / "test_samples.npz")
+    assert samples.samples.shape == (test.n_classes, 2, 24, 24) and samples.meta["exemplar_included"] is False
+    ex = test.exemplar_images()
+    assert not any(np.array_equal(d, ex[c]) for c in range(test.n_classes) for d in samples.samples[c])
+    res = cli("data", "strokes", "--out", out / "y", "--classes", 12, "--exclude-exemplar")
+    assert res.code == 2 and "--exclude-exemplar" in res.err and not (out / "y").exists()
 
 
 @pytest.mark.parametrize(

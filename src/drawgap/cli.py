@@ -38,21 +38,27 @@ def _samples_summary(s) -> str:
     return f"{s.n_classes} classes x {s.per_class} drawings, {s.image_size}x{s.image_size}"
 
 
-def _write_splits(splits: dict, out: Path, as_samples: bool) -> None:
+def _write_splits(splits: dict, out: Path, as_samples: bool, exclude_exemplar: bool = False) -> None:
     """Write each split as a dataset file, or as a samples file (the human reference) with --as-samples."""
     from drawgap.data.formats import write_dataset, write_samples
 
+    if exclude_exemplar and not as_samples:
+        raise InputError("--exclude-exemplar applies to the human reference; add --as-samples", field="--exclude-exemplar")
     for split, ds in splits.items():
         if as_samples:
-            s = ds.to_samples()
+            s = ds.to_samples(exclude_exemplar=exclude_exemplar)
             path = write_samples(s, out / f"{split}_samples.npz")
-            _echo_written("samples", path, _samples_summary(s))
+            _echo_written("samples", path, _samples_summary(s) + (", exemplar excluded" if exclude_exemplar
+                                                                   else ", exemplar included (the papers' protocol)"))
         else:
             path = write_dataset(ds, out / f"{split}.npz")
             _echo_written("dataset", path, _dataset_summary(ds))
 
 
 # -------------------------------------------------------------------------------------------------- data
+
+_EXCLUDE_HELP = ("With --as-samples: leave each class's exemplar out of its human drawings (default: included, the "
+                 "papers' protocol, SPEC.md 1.1/4.2; the exemplar then scores originality 0 and is recognized by construction).")
 
 
 @data_app.command("validate")
@@ -85,6 +91,7 @@ def data_strokes(
     alphabets: Optional[int] = typer.Option(None, "--alphabets", help="Number of alphabets (default: one per 20 characters)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same images."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a PNG grid: 10 train classes x 10 drawings, exemplar first."),
 ) -> None:
     """Build the built-in procedural dataset: alphabets of 1-4 stroke characters drawn with motor noise."""
@@ -95,7 +102,7 @@ def data_strokes(
         test_fraction=test_fraction, seed=seed,
     )
     splits = build_strokes(config, progress=True)
-    _write_splits(splits, out, as_samples)
+    _write_splits(splits, out, as_samples, exclude_exemplar)
     if preview is not None:
         path = write_preview(splits["train"], preview)
         _echo_written("preview", path, "10 train classes x 10 drawings, exemplar first")
@@ -129,6 +136,7 @@ def data_omniglot(
     threshold: float = typer.Option(0.5, "--threshold", help="Binarization threshold after resizing (ink is above it)."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check local zips against the official size and MD5 (a mismatch only warns)."),
     workers: int = typer.Option(2, "--workers", help="Threads decoding the PNGs."),
 ) -> None:
@@ -142,7 +150,7 @@ def data_omniglot(
             source or None, split=split, size=size, threshold=threshold, verify=verify,
             critic=model, critic_name=critic, workers=workers, progress=sys.stderr.isatty(),
         )
-    _write_splits(splits, out, as_samples)
+    _write_splits(splits, out, as_samples, exclude_exemplar)
 
 
 @data_app.command("exemplars")
@@ -194,6 +202,7 @@ def data_quickdraw(
     bitmaps: bool = typer.Option(False, "--bitmaps", help="Use the official 28x28 numpy_bitmap renderings instead of rendering the strokes."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write a samples file (the human reference) instead; needs the same count per category."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     workers: int = typer.Option(2, "--workers", help="Processes rendering categories (the files do not depend on it)."),
 ) -> None:
     """Build a dataset file from Quick, Draw! categories (one class per category)."""
@@ -207,7 +216,7 @@ def data_quickdraw(
             on_error=_on_error_option(on_error), bitmaps=bitmaps, critic=model, critic_name=critic, progress=sys.stderr.isatty(),
             workers=workers,
         )
-    _write_splits({"quickdraw": ds}, out, as_samples)
+    _write_splits({"quickdraw": ds}, out, as_samples, exclude_exemplar)
 
 
 @data_app.command("quickdraw-fs")
@@ -226,6 +235,7 @@ def data_quickdraw_fs(
     on_error: str = typer.Option("skip", "--on-error", help="Malformed ndjson line: skip or stop."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features cluster and choose exemplars; default: blurred-pixel PCA / blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     workers: int = typer.Option(2, "--workers", help="Processes rendering categories while one clusters (the files do not depend on it)."),
 ) -> None:
     """Rebuild QuickDraw-FS (SPEC.md 1.2, a documented reconstruction): sub-categories by clustering."""
@@ -240,7 +250,7 @@ def data_quickdraw_fs(
     model = None if critic is None else load_feature_critic(critic)
     with _quickdraw_warnings():
         splits = build_quickdraw_fs(config, source=source, critic=model, progress=sys.stderr.isatty(), workers=workers)
-    _write_splits(splits, out, as_samples)
+    _write_splits(splits, out, as_samples, exclude_exemplar)
 
 
 # --------------------------------------------------------------------------------- evaluate / compare

@@ -3,7 +3,7 @@
 A name says what distinguishes the file from its siblings: the generator family, the guidance actually used
 (for a model trained to be guided), and the sampler and its steps where they are not the default
 (`dpm++`, 20 steps), e.g. "cfgdm g=2" or "cfgdm g=0 (ancestral, 500 steps)". Human drawings are "human",
-or "human (exemplar excluded)" when the exemplar was left out of them.
+or "human (exemplar excluded)" when no class's exemplar is among them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def system_name(meta: dict | None) -> str | None:
     if not generator:
         return None
     if generator == "human":
-        return "human" if meta.get("exemplar_included", True) else "human (exemplar excluded)"
+        return "human (exemplar excluded)" if meta.get("exemplar_rows", 1) == 0 else "human"
     params = meta.get("params") or {}
     name = str(generator)
     g = params.get("guidance")
