@@ -518,7 +518,10 @@ importance_app.add_typer(importance_maps_app, name="maps")
 
 
 def _maps_summary(m) -> str:
-    return f"{m.method}, {len(m)} maps of {m.resolution}x{m.resolution}, {len(set(m.categories))} categories"
+    r = m.meta.get("reliability") or {}
+    rel = "" if r.get("spearman") is None else (f"; reliability {r['spearman']:.2f} ({r['method'].split(',')[0]})"
+                                                + (" NOISE LEVEL" if r.get("noise_level") else ""))
+    return f"{m.method}, {len(m)} maps of {m.resolution}x{m.resolution}, {len(set(m.categories))} categories{rel}"
 
 
 def _named_maps(paths: list[Path]) -> dict:
@@ -563,7 +566,7 @@ def importance_maps_diffusion(
     run_dir: Path = typer.Argument(..., help="Run directory of a trained cfgdm (or ddpm, loss_grad only)."),
     exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
     out: Path = typer.Option(..., "--out", help="Maps file (.npz); with several --kind, one file per kind: OUT.<kind>.npz."),
-    kind: list[str] = typer.Option(["guided"], "--kind", help="guided | implicit | loss_grad (repeatable)."),
+    kind: list[str] = typer.Option(["guided_diff"], "--kind", help="guided_diff | implicit | loss_grad | guided (SPEC.md 5.2's formula: at noise level on the strokes CFGDM) (repeatable)."),
     classes: int = typer.Option(0, "--classes", help="Only the first N classes (0: all)."),
     trajectories: int = typer.Option(25, "--trajectories", help="Sampling trajectories per exemplar."),
     sampler: str = typer.Option("dpm++", "--sampler", help="ancestral | ddim | dpm++ (SDE-DPM-Solver++) | dpm++ode."),
@@ -576,7 +579,8 @@ def importance_maps_diffusion(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware has native bf16, else fp32), fp32, or bf16 (denoiser under bfloat16 autocast: ~2x faster, ~3 significant digits)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the trajectories."),
 ) -> None:
-    """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2)."""
+    """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2), each
+    with its split-half reliability over trajectories."""
     from drawgap.importance.critic_attribution import read_drawings_file
     from drawgap.importance.diffusion_maps import diffusion_importance, exemplars_of
     from drawgap.importance.maps_file import write_maps

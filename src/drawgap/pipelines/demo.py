@@ -11,9 +11,9 @@ alone with the CLI command recorded for it in OUT/demo.json (and shown in the re
                exemplars drawn with the fast sampler (DPM-Solver++) at each guidance value;
 4. evaluate    OUT/metrics/human.json and one metrics file per samples file, against the human reference,
                with the dataset's shipped critics;
-5. importance  OUT/importance/<source>.npz (importance maps) and <source>_ink.json (how each map places its
-               mass on the ink, and how localized it is): the CFGDM's guided-score, implicit-classifier and
-               loss-gradient maps of the first `importance_classes` test exemplars, and the Saliency maps of
+5. importance  OUT/importance/<source>.npz (importance maps, each file with its reliability) and
+               <source>_ink.json (how each map places its mass on the ink, and how localized it is): the
+               CFGDM's guided-score (cond - uncond, accumulated), implicit-classifier and loss-gradient maps of the first `importance_classes` test exemplars, and the Saliency maps of
                both shipped critics for one test drawing of each of those classes (`--importance-classes 0`
                skips it);
 6. report      OUT/report.html and OUT/figures/*.png, *.pdf.
@@ -337,7 +337,7 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
     from drawgap.data.formats import read_dataset
     from drawgap.importance.compare import ink_report, strokes_masks
     from drawgap.importance.critic_attribution import critic_importance
-    from drawgap.importance.diffusion_maps import KINDS, diffusion_importance, exemplars_of
+    from drawgap.importance.diffusion_maps import DEFAULT_KINDS, diffusion_importance, exemplars_of
     from drawgap.importance.maps_file import read_maps, write_maps
 
     simclr, protonet = critics or load_critics(cfg.data)
@@ -353,13 +353,13 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
             bar.update(task, description="importance: cfgdm maps")
             generator = load_generator(runs["cfgdm"])
             T = int(generator.schedule.config.num_train_timesteps)
-            options = dict(kinds=KINDS, n_trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++", steps=cfg.sampler_steps,
+            options = dict(kinds=DEFAULT_KINDS, n_trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++", steps=cfg.sampler_steps,
                            guidance=IMPORTANCE_GUIDANCE, t_range=(1, T), grad_steps=IMPORTANCE_GRAD_STEPS,
                            batch_size=IMPORTANCE_BATCH, precision="fp32")
             images, classes, ids = exemplars_of(test, cfg.importance_classes)
             for kind, m in diffusion_importance(generator, images, classes, seed=cfg.seed, image_ids=ids, **options).items():
                 maps_paths.append(write_maps(m, out_dir / f"cfgdm.{kind}.npz"))  # the CLI's OUT.<kind>.npz
-            flags = _flags({"--kind": list(KINDS), "--classes": cfg.importance_classes,
+            flags = _flags({"--kind": list(DEFAULT_KINDS), "--classes": cfg.importance_classes,
                             "--trajectories": IMPORTANCE_TRAJECTORIES, "--sampler": "dpm++", "--steps": cfg.sampler_steps,
                             "--guidance": IMPORTANCE_GUIDANCE, "--t-min": 1, "--t-max": T,
                             "--grad-steps": IMPORTANCE_GRAD_STEPS, "--batch-size": IMPORTANCE_BATCH,

@@ -22,7 +22,8 @@ from drawgap.metrics.evaluate import METRICS_FORMAT, read_metrics
 
 DEMO_RECORD = "demo.json"
 KNOWN_GENERATORS = {"ddpm": "DDPM", "cfgdm": "CFGDM", "fsdm": "FSDM"}
-DIFFUSION_MAP_NAMES = {"guided": "guided score", "implicit": "implicit classifier", "loss_grad": "loss gradient"}
+DIFFUSION_MAP_NAMES = {"guided": "guided score", "guided_diff": "guided score (cond - uncond, accumulated)",
+                       "implicit": "implicit classifier", "loss_grad": "loss gradient"}
 INK_SUFFIX = "_ink"  # the demo names an ink report after its maps file: cfgdm.guided.npz -> cfgdm.guided_ink.json
 
 
