@@ -361,7 +361,7 @@ def edit_ink(root, stem, per_stroke=None, **means):
 
 
 def ink_rows(report_html: str) -> dict[str, list[str]]:
-    rows = re.findall(r'<tr class="source" data-source="([^"]*)">(.*?)</tr>', report_html, re.S)
+    rows = re.findall(r'<tr class="source(?: noise)?" data-source="([^"]*)">(.*?)</tr>', report_html, re.S)
     return {name: re.findall(r"<td>(.*?)</td>", cells) for name, cells in rows}
 
 
@@ -395,13 +395,47 @@ def test_importance_section_golden(results):
     section = text[text.index('<section id="importance">'):]
     assert sentence in section.replace("&#x27;", "'") and 'id="fig-importance"' in section
     rows = ink_rows(text)
-    # source, maps, mass on ink %, ink area %, enrichment, entropy, 50 %, 90 %, regions, heaviest stroke, equal strokes
-    assert rows["CFGDM g=1 guided score"][:9] == ["CFGDM g=1 guided score", "2 × 4 trajectories", "30.0", "15.0", "2.00", "3.21", "20.0",
-                                                 "70.0", "4.0"]
+    # source, maps, reliability (none recorded in these maps), mass on ink %, ink area %, enrichment, entropy, 50 %,
+    # 90 %, regions, heaviest stroke, equal strokes
+    assert rows["CFGDM g=1 guided score"][:10] == ["CFGDM g=1 guided score", "2 × 4 trajectories", "-", "30.0", "15.0", "2.00",
+                                                  "3.21", "20.0", "70.0", "4.0"]
     # heaviest stroke: 0.6 / 0.8 = 75 % and 0.3 / 0.9 = 33.3 %, mean 54.2 %; equal weights: (1/2 + 1/3) / 2 = 41.7 %
     assert rows["strokes-protonet saliency"][1] == "2" and rows["strokes-protonet saliency"][-2:] == ["54.2", "41.7"]
     # the importance figure sits in its section, not among the figures above
     assert text.index('id="fig-importance"') > text.index('<section id="importance">')
+
+
+def test_a_source_at_noise_level_is_flagged_not_ranked(results):
+    from drawgap.importance import reliability
+
+    keep(results, "human", "cfgdm_g1")
+    INK_SOURCES_WITH_RELIABILITY = {  # the guided map at noise level, protonet deterministic, simclr reliable enough
+        "cfgdm.guided": reliability.summary("split-half over trajectories (even vs odd)", [0.02, 0.0]),
+        "protonet": reliability.deterministic(2, "saliency has no randomness"),
+        "simclr": reliability.summary("seed-to-seed (seeds s and s + 1)", [0.7, 0.5]),
+    }
+    for stem, (method, options, extra) in list(INK_SOURCES.items()):
+        INK_SOURCES[stem] = (method, options, {**extra, "reliability": INK_SOURCES_WITH_RELIABILITY[stem]})
+    try:
+        _write_ink_reports(results)
+    finally:
+        for stem, (method, options, extra) in list(INK_SOURCES.items()):
+            INK_SOURCES[stem] = (method, options, {k: v for k, v in extra.items() if k != "reliability"})
+    edit_ink(results, "cfgdm.guided", mass_on_ink=0.05, ink_area=0.15, ink_enrichment=0.33, pixels_50=0.45)
+    edit_ink(results, "protonet", mass_on_ink=0.60, ink_area=0.20, ink_enrichment=3.0, pixels_50=0.05)
+    edit_ink(results, "simclr", mass_on_ink=0.10, ink_area=0.20, ink_enrichment=0.5, pixels_50=0.40)
+    r = load_results(results)
+    sentence = heading_sentences(r)[-1]
+    assert sentence == ("Importance: of 2 sources of maps, strokes-protonet saliency is the most concentrated on the ink, with "
+                        "60 % of its mass on the 20 % of the pixels that are ink (3.0x a uniform map), and strokes-simclr "
+                        "saliency the least (10 % on 20 %, 0.5x); strokes-protonet saliency is the most localized, half its "
+                        "mass on 5.0 % of the pixels. CFGDM g=1 guided score is at noise level (reliability 0.01): not ranked.")
+    text = build_report(results)
+    rows = ink_rows(text)
+    assert rows["CFGDM g=1 guided score"][2].startswith("0.01 ") and "noise level" in rows["CFGDM g=1 guided score"][2]
+    assert rows["strokes-protonet saliency"][2].startswith("1.00 ") and "deterministic" in rows["strokes-protonet saliency"][2]
+    assert rows["strokes-simclr saliency"][2].startswith("0.60 ") and "noise level" not in rows["strokes-simclr saliency"][2]
+    assert '<tr class="source noise" data-source="CFGDM g=1 guided score">' in text
 
 
 def test_changing_an_ink_file_changes_the_report(results):
@@ -411,8 +445,8 @@ def test_changing_an_ink_file_changes_the_report(results):
     edit_ink(results, "simclr", mass_on_ink=0.987, ink_enrichment=9.87)
     after = build_report(results)
     row_before, row_after = ink_rows(before)["strokes-simclr saliency"], ink_rows(after)["strokes-simclr saliency"]
-    assert row_before[2] != "98.7" and row_before[4] != "9.87"
-    assert row_after[2] == "98.7" and row_after[4] == "9.87"  # mass on ink (%), ink enrichment
+    assert row_before[3] != "98.7" and row_before[5] != "9.87"
+    assert row_after[3] == "98.7" and row_after[5] == "9.87"  # mass on ink (%), ink enrichment
     assert "strokes-simclr saliency is the most concentrated on the ink" in heading(after)[-1]
 
 
