@@ -100,3 +100,14 @@ def test_train_bad_options(tmp_path, dataset, cli):
     r = cli("train", "cfgdm", "--data", tmp_path / "missing.npz", "--out", tmp_path / "r", "--steps", 1)
     assert r.code == 2 and "missing.npz: no such file" in r.err
     assert json.dumps(r.err).count("\\n") == 1  # one line
+
+
+def test_sample_warns_when_the_exemplars_come_from_another_dataset(tmp_path, run_dir, dataset, cli):
+    _, path = dataset  # a dataset named "tiny"
+    (run_dir / "train.json").write_text(json.dumps({"dataset": {"name": "omniglot", "path": "omniglot48/train.npz"}}))
+    r = cli("sample", run_dir, "--exemplars", path, "--per-exemplar", 1, "--steps", 2, "--out", tmp_path / "o")
+    assert r.code == 0, r.err
+    assert "drawgap: warning:" in r.err and "trained on 'omniglot'" in r.err and "come from 'tiny'" in r.err
+    (run_dir / "train.json").write_text(json.dumps({"dataset": {"name": "tiny", "path": "tiny/train.npz"}}))
+    r = cli("sample", run_dir, "--exemplars", path, "--per-exemplar", 1, "--steps", 2, "--out", tmp_path / "p")
+    assert r.code == 0 and "warning" not in r.err

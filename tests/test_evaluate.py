@@ -302,3 +302,14 @@ def test_compare_warns_and_marks_systems_evaluated_on_other_classes_or_counts(tw
     files = [write_metrics(m, tmp_path / f"{i}.json") for i, m in enumerate((human, g0, fewer))]
     r = cli("compare", *files)
     assert r.code == 0 and "drawgap: warning: cfgdm g=2 was evaluated on 4 classes" in r.err
+
+
+def test_cli_evaluate_a_dataset_file_says_so_and_how_to_make_samples(cli, tmp_path):
+    from drawgap.data.formats import write_dataset
+    from tests.conftest import make_dataset
+
+    path = write_dataset(make_dataset(), tmp_path / "test.npz")
+    r = cli("evaluate", path, "--critics", "strokes", "--out", tmp_path / "m.json")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "expected a samples file, got a dataset file" in r.err and "--as-samples" in r.err
+    assert "drawgap sample RUN --exemplars" in r.err and not (tmp_path / "m.json").exists()

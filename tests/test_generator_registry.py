@@ -89,6 +89,8 @@ def test_cli_lists_and_samples_by_name(weights_dir, trained_run, tmp_path, cli):
     listing = cli("generators")
     assert listing.code == 0
     assert "strokes-cfgdm" in listing.out and "7 steps, 2 min" in listing.out
+    size = (weights_dir / "strokes-cfgdm" / "weights.safetensors").stat().st_size / 1e6
+    assert f"strokes-cfgdm    installed, {size:.1f} MB, " in listing.out
     assert "omniglot-cfgdm   not installed" in listing.out
     result = cli("sample", "omniglot-cfgdm", "--exemplars", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o"))
     assert result.code == 2 and "not installed" in result.err

@@ -259,6 +259,9 @@ def test_guidance_sweep_one_curve_per_value_and_humans():
     assert [l.get_label() for l in lines] == ["CFGDM g=0", "CFGDM g=2", "human"]
     assert list(lines[0].get_ydata()) == [98, 70] and list(lines[1].get_xdata()) == [0.2, 0.5]
     assert lines[0].get_color() != lines[1].get_color() and lines[2].get_color() == "black"
+    for line in lines[:2]:  # readable on white: no colour lighter than plasma's orange (luminance < 0.65)
+        r, g, b, _ = line.get_color()
+        assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.65
     with pytest.raises(InputError):
         plot_guidance_sweep({})
 

@@ -783,7 +783,7 @@ def sample_cmd(
 @app.command("generators")
 def generators_list() -> None:
     """The shipped trained generators: name, whether installed, size and how long they trained."""
-    from drawgap.models.base import read_generator_record
+    from drawgap.models.base import WEIGHTS_FILE, read_generator_record
     from drawgap.models.registry import SHIPPED, is_installed, shipped_dir
 
     for name, about in SHIPPED.items():
@@ -793,7 +793,9 @@ def generators_list() -> None:
         record = read_generator_record(shipped_dir(name))
         t = record.get("training") or {}
         trained = f"{t.get('step', '?')} steps, {t.get('seconds', 0) / 60:.0f} min" if t else "?"
-        typer.echo(f"{name:<16} {record.get('n_parameters', 0) / 1e6:.2f} M parameters, {trained}  {about}")
+        size = (shipped_dir(name) / WEIGHTS_FILE).stat().st_size / 1e6
+        typer.echo(f"{name:<16} installed, {size:.1f} MB, {record.get('n_parameters', 0) / 1e6:.2f} M parameters, "
+                   f"{trained}  {about}")
 
 
 # ------------------------------------------------------------------------------------------- report / demo
@@ -862,9 +864,29 @@ def _framework_exceptions() -> tuple[tuple, tuple, tuple]:
     return tuple(exits), tuple(usage), tuple(aborts)
 
 
+def _hide_flag_types(command) -> None:
+    """No type beside a flag in --help. Typer >= 0.29 shows every option's type, a flag's too (`--as-samples
+    <bool>`, `--help <bool>`: `TyperOption.display_type_rich` falls back to the annotation's name), though a
+    flag takes no value; an empty metavar is what it shows instead. Applied to every command, help included."""
+    import itertools
+
+    for cmd in itertools.chain([command], getattr(command, "commands", {}).values()):
+        if hasattr(cmd, "commands"):
+            if cmd is not command:
+                _hide_flag_types(cmd)
+        try:
+            help_option = cmd.get_help_option(cmd.context_class(cmd))
+        except (AttributeError, TypeError):  # a framework without these hooks: its --help as it is
+            help_option = None
+        for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
+            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+                param.metavar = ""
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     exits, usage, aborts = _framework_exceptions()
     command = typer.main.get_command(app)
+    _hide_flag_types(command)
     try:
         code = command.main(args=argv, prog_name="drawgap", standalone_mode=False)
         # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code instead of raising.

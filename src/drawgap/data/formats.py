@@ -271,6 +271,8 @@ def write_dataset(ds: Dataset, path: str | os.PathLike) -> Path:
 
 def read_dataset(path: str | os.PathLike) -> Dataset:
     z = _load_npz(path)
+    if "images" not in z and {"samples", "exemplars"} <= set(z):
+        raise InputError("expected a dataset file, got a samples file (samples, exemplars)", path=path, field="images")
     ds = Dataset(
         images=_require(z, "images", path),
         labels=_require(z, "labels", path),
@@ -291,6 +293,10 @@ def write_samples(s: Samples, path: str | os.PathLike) -> Path:
 
 def read_samples(path: str | os.PathLike) -> Samples:
     z = _load_npz(path)
+    if "samples" not in z and {"images", "labels"} <= set(z):
+        raise InputError("expected a samples file, got a dataset file (images, labels); its human drawings as a samples "
+                         "file: `drawgap data ... --as-samples` (the command that built it, with --as-samples); "
+                         "a generator's: `drawgap sample RUN --exemplars THIS_FILE`", path=path, field="samples")
     s = Samples(
         samples=_require(z, "samples", path),
         exemplars=_require(z, "exemplars", path),
