@@ -195,6 +195,7 @@ def test_report_is_self_contained_and_escaped(results):
     rows = re.findall(r'<tr class="system[^"]*" data-system="([^"]*)"', text)
     assert rows == ["human", "CFGDM g=0", "CFGDM g=1", "CFGDM g=2", "&lt;b&gt;evil &amp; co&lt;/b&gt;"]
     assert "Package versions" in text and "evaluated by" in text
+    assert f"Settings: {C} classes x {S} drawings per system; drawn with dpm++." in text  # what the numbers depend on
 
 
 def test_cli_report_writes_html_and_figures(cli, results, tmp_path):

@@ -391,7 +391,34 @@ def _subtitle(results: Results) -> str:
     dataset = ((first.get("samples_meta") or {}).get("dataset") or {})
     data = " ".join(str(dataset.get(k)) for k in ("name", "split") if dataset.get(k))
     return (f"{len(results.systems)} systems" + (f" on {data}" if data else "")
-            + f", evaluated with the critics {critics}. Results directory: {results.root}")
+            + f", evaluated with the critics {critics}. {run_settings(results)} Results directory: {results.root}")
+
+
+def run_settings(results: Results) -> str:
+    """The settings the numbers depend on, in one sentence: classes and drawings per class of each system,
+    the sampler and its steps, and whether the human reference holds the exemplars."""
+    sizes, samplers, human = {}, {}, ""
+    for r in results.systems:
+        m = results.metrics[r["name"]]
+        meta = m.get("samples_meta") or {}
+        sizes.setdefault(f"{m.get('n_classes')} classes x {m.get('samples_per_class')} drawings", []).append(r["name"])
+        params = meta.get("params") or {}
+        if params.get("sampler"):
+            how = params["sampler"] + ("" if params.get("steps") is None else f", {params['steps']} steps")
+            samplers.setdefault(how + ("" if params.get("seed") is None else f", seed {params['seed']}"), []).append(r["name"])
+        if r["is_human"] and "exemplar_included" in meta:
+            rows = meta.get("exemplar_rows")
+            human = (" The human reference holds each class's exemplar among its drawings (the papers' protocol)."
+                     if meta["exemplar_included"] else " The human reference leaves each class's exemplar out." if not rows
+                     else f" The human reference holds the exemplar among the drawings of {rows} of its {m.get('n_classes')} classes.")
+    def phrase(groups: dict) -> str:
+        if len(groups) == 1:
+            return next(iter(groups))
+        return "; ".join(f"{k} ({', '.join(v)})" for k, v in groups.items())
+    text = f"Settings: {phrase(sizes)} per system" if sizes else ""
+    if samplers:
+        text += f"; drawn with {phrase(samplers)}"
+    return (text + "." if text else "") + human
 
 
 def build_report(results_dir: str | os.PathLike, figures_dir: str | os.PathLike | None = None) -> str:
