@@ -177,6 +177,14 @@ def test_changing_a_metrics_file_changes_the_report(results):
     assert "12.3" in row and "0.988" in row and "[11.1, 13.6]" in row  # value and its interval
 
 
+def test_a_system_on_fewer_drawings_than_the_human_reference_is_marked(results):
+    edit(results, "ddpm", samples_per_class=3)
+    with pytest.warns(UserWarning, match="DDPM was evaluated on 3 drawings per class against the human reference's"):
+        text = build_report(results)
+    row = re.search(r'<tr class="system" data-system="DDPM">(.*?)</tr>', text, re.S).group(1)
+    assert '<strong class="note"' in row and f'<p class="note">! DDPM: evaluated on 3 drawings per class against the human reference&#x27;s {S}' in text
+
+
 def test_high_originality_gap_without_overlap():
     assert high_originality_gap({"originality": [0.1, 0.2], "recognizability": [90, 80]},
                                 {"originality": [0.5, 0.9], "recognizability": [99, 95]}) == {"gap": None, "range": None}

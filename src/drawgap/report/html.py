@@ -214,8 +214,10 @@ def metrics_table(results: Results) -> str:
             "per-class distance (median)", "curve gap (pp)", "gap at high originality (pp)"]
     rows = []
     for r in results.systems:
+        mismatch = r.get("reference_mismatch")
+        flag = f' <strong class="note" title="evaluated on {_e(mismatch)}">!</strong>' if mismatch else ""
         cells = [f"<td>{_e(r['name'])}{' (reference)' if r['is_human'] else ''}</td>",
-                 f"<td>{_e(str(r.get('n_classes')))} × {_e(str(r.get('samples_per_class')))}</td>"]
+                 f"<td>{_e(str(r.get('n_classes')))} × {_e(str(r.get('samples_per_class')))}{flag}</td>"]
         cells += [_cell(r.get(k), (r.get("ci95") or {}).get(k), spec) for k, _, spec in METRIC_COLUMNS]
         cells.append(f"<td>{_num(r.get('distance_to_human'), '.2f')}</td>")
         cells.append(f"<td>{_num(r.get('per_class_distance_median'), '.2f')}</td>")
@@ -223,8 +225,10 @@ def metrics_table(results: Results) -> str:
         cells.append(f"<td>{_num((gaps.get(r['name']) or {}).get('gap'), '+.1f')}</td>")
         cls = "system human" if r["is_human"] else "system"
         rows.append(f'<tr class="{cls}" data-system="{_e(r["name"])}">' + "".join(cells) + "</tr>")
+    notes = "".join(f'<p class="note">! {_e(r["name"])}: evaluated on {_e(r["reference_mismatch"])}; its distance to '
+                    "human and curve gap compare different sets.</p>" for r in results.systems if r.get("reference_mismatch"))
     return ('<table id="metrics"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "\n".join(rows) + "</tbody></table>")
+            + "\n".join(rows) + "</tbody></table>" + notes)
 
 
 INK_COLUMNS = [  # (key in the ink report's "mean", heading, scale, format)
