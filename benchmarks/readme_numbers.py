@@ -130,7 +130,7 @@ def run_group(group: Group, work: Path) -> bool:
         last = (done.stdout.strip().splitlines() or [""])[-1]
         print(f"    ({time.perf_counter() - started:.0f} s) {last[:160]}", flush=True)
         if done.returncode != 0:
-            print(done.stdout[-2000:])
+            print(f"    failed with exit code {done.returncode}:\n{done.stdout[-3000:]}")
             return False
     return True
 
@@ -159,7 +159,6 @@ def main() -> int:
     parser.add_argument("--omniglot", type=Path, default=OMNIGLOT, help="the Omniglot archives (default ../shared/data/omniglot)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    text = README.read_text()
     results, skipped = [], []
     for group in groups(args.omniglot.resolve()):
         if args.only and group.name not in args.only:
@@ -174,7 +173,7 @@ def main() -> int:
         if not run_group(group, args.work.resolve()):
             skipped.append((group.name, "a command failed"))
             continue
-        results += compare_rows(group, args.work, text)
+        results += compare_rows(group, args.work, README.read_text())  # the README as it is now
 
     width = max([len(r[0]) for r in results] + [10])
     print(f"\n{'README row':<{width}}  {'metric':<16} {'README':>8} {'rerun':>8}  status")

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from drawgap.data.formats import read_dataset
 from drawgap.errors import InputError
 from drawgap.models import create_generator
 from drawgap.pipelines import demo
@@ -47,6 +48,9 @@ def test_demo_end_to_end_with_shipped_generators(cli, shipped, tmp_path):
     assert [s["name"] for s in results.systems] == ["human", "CFGDM g=0", "CFGDM g=2", "DDPM"]
     human = json.loads((out / "metrics" / "human.json").read_text())
     assert human["n_classes"] == 3 and human["samples_per_class"] == 3
+    test = read_dataset(out / "data" / "test.npz")  # whether each class's exemplar is among its 3 drawings
+    rows = sum(test.exemplars[c] in np.flatnonzero(test.labels == c)[:3] for c in range(3))
+    assert human["samples_meta"]["exemplar_rows"] == rows and human["samples_meta"]["exemplar_included"] == (rows == 3)
     assert json.loads((out / "metrics" / "ddpm.json").read_text())["per_class"]["classes"] == human["per_class"]["classes"]
     html = (out / "report.html").read_text()
     assert "drawgap sample" in html and "is closest to humans" in html

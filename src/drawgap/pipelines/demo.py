@@ -197,11 +197,16 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
     human = test.to_samples(per_class=cfg.per_exemplar)
     human.samples, human.exemplars, human.classes = (human.samples[:n_classes], human.exemplars[:n_classes],
                                                      human.classes[:n_classes])
+    # whether each kept class's exemplar is among its drawings, for the kept classes only
+    human.meta["exemplar_rows"] = int(sum(test.exemplars[c] in np.flatnonzero(test.labels == c)[:cfg.per_exemplar]
+                                          for c in range(n_classes)))
+    human.meta["exemplar_included"] = human.meta["exemplar_rows"] == n_classes
     human.meta["provenance"] = provenance({"from": str(paths["test"]), "classes": n_classes, "per_class": cfg.per_exemplar},
                                           cfg.seed)
     paths["human"] = write_samples(human, data_dir / "human.npz")
     record.commands.append(f"# human.npz: the first {n_classes} classes x {cfg.per_exemplar} drawings of "
-                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them)")
+                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them where it is one "
+                           f"of the first {cfg.per_exemplar}: {human.meta['exemplar_rows']} of {n_classes} classes)")
     console.print(f"{cfg.data}: {splits['train'].n_classes} train classes, {test.n_classes} test classes; "
                   f"human reference: {n_classes} classes x {cfg.per_exemplar} drawings")
     return paths
