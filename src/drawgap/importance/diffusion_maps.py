@@ -62,7 +62,7 @@ with its sign over timesteps, or over timesteps and trajectories, before the mag
 (seed-to-seed -0.002 and -0.000, 10 exemplars x 4 trajectories, dpm++ 10 steps); taking the unconditional
 noise out does: (a') agrees seed to seed at 0.795 (min 0.768) on the same exemplars, (b) at 0.733.
 
-Every maps file records its reliability (`drawgap.importance.reliability`): the split-half Spearman over
+Every maps file records its reliability (`drawgap.importance.reliability`): the split-half Spearman (Spearman-Brown corrected) over
 trajectories (even vs odd) of each exemplar's map, in `meta["reliability"]`.
 """
 
