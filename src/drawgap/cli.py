@@ -868,19 +868,15 @@ def _hide_flag_types(command) -> None:
     """No type beside a flag in --help. Typer >= 0.29 shows every option's type, a flag's too (`--as-samples
     <bool>`, `--help <bool>`: `TyperOption.display_type_rich` falls back to the annotation's name), though a
     flag takes no value; an empty metavar is what it shows instead. Applied to every command, help included."""
-    import itertools
-
-    for cmd in itertools.chain([command], getattr(command, "commands", {}).values()):
-        if hasattr(cmd, "commands"):
-            if cmd is not command:
-                _hide_flag_types(cmd)
-        try:
-            help_option = cmd.get_help_option(cmd.context_class(cmd))
-        except (AttributeError, TypeError):  # a framework without these hooks: its --help as it is
-            help_option = None
-        for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
-            if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
-                param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
+    try:
+        help_option = command.get_help_option(command.context_class(command))
+    except (AttributeError, TypeError):  # a framework without these hooks: its --help as it is
+        help_option = None
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
 
 
 def main(argv: Optional[list[str]] = None) -> None:
