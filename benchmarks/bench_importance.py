@@ -194,7 +194,7 @@ def main() -> None:
     p.add_argument("--sampler", default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--grad-steps", type=int, default=None)
-    p.add_argument("--kinds", default=None, help="comma-separated (default: all three)")
+    p.add_argument("--kinds", default=None, help="comma-separated (default: guided_diff, implicit, loss_grad)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None)
     p.add_argument("--compare", action="store_true",

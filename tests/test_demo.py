@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from drawgap.data.formats import read_dataset
 from drawgap.errors import InputError
 from drawgap.models import create_generator
 from drawgap.pipelines import demo
@@ -47,14 +48,19 @@ def test_demo_end_to_end_with_shipped_generators(cli, shipped, tmp_path):
     assert [s["name"] for s in results.systems] == ["human", "CFGDM g=0", "CFGDM g=2", "DDPM"]
     human = json.loads((out / "metrics" / "human.json").read_text())
     assert human["n_classes"] == 3 and human["samples_per_class"] == 3
+    test = read_dataset(out / "data" / "test.npz")  # whether each class's exemplar is among its 3 drawings
+    rows = sum(test.exemplars[c] in np.flatnonzero(test.labels == c)[:3] for c in range(3))
+    assert human["samples_meta"]["exemplar_rows"] == rows and human["samples_meta"]["exemplar_included"] == (rows == 3)
     assert json.loads((out / "metrics" / "ddpm.json").read_text())["per_class"]["classes"] == human["per_class"]["classes"]
     html = (out / "report.html").read_text()
     assert "drawgap sample" in html and "is closest to humans" in html
     # the importance section: a row per source of maps (the shipped critics' names), from the ink reports
     assert len(results.ink) == 5
-    rows = re.findall(r'<tr class="source" data-source="([^"]*)"', html)
-    assert rows == ["CFGDM g=1 guided score", "CFGDM g=1 implicit classifier", "CFGDM g=1 loss gradient",
-                    "strokes-protonet saliency", "strokes-simclr saliency"]
+    rows = re.findall(r'<tr class="source(?: noise)?" data-source="([^"]*)"', html)
+    assert rows == ["CFGDM g=1 guided score (cond - uncond, accumulated)", "CFGDM g=1 implicit classifier",
+                    "CFGDM g=1 loss gradient", "strokes-protonet saliency", "strokes-simclr saliency"]
+    assert html.count("split-half over trajectories") >= 3 and "deterministic" in html  # a reliability per source
+    assert "Settings: 3 classes x 3 drawings per system; drawn with dpm++, 2 steps, seed 0." in html
     assert "drawgap importance maps diffusion" in html and 'id="fig-importance"' in html
 
     # a stage re-run alone with its recorded CLI command gives the same file
@@ -155,10 +161,14 @@ def test_importance_stage_on_strokes(tmp_path, tiny_importance_inputs, cli):
     from drawgap.importance.maps_file import read_maps
 
     cfg, record, paths = _run_stage(tmp_path, tiny_importance_inputs)
-    sources = ["cfgdm.guided", "cfgdm.implicit", "cfgdm.loss_grad", "protonet", "simclr"]
+    sources = ["cfgdm.guided_diff", "cfgdm.implicit", "cfgdm.loss_grad", "protonet", "simclr"]
     assert [p.name for p in paths] == [f"{s}.npz" for s in sources] + [f"{s}_ink.json" for s in sources]
     test = read_dataset(tiny_importance_inputs[0])
-    guided = read_maps(cfg.out / "importance" / "cfgdm.guided.npz")
+    guided = read_maps(cfg.out / "importance" / "cfgdm.guided_diff.npz")
+    for s in sources:  # every source records its reliability
+        r = read_maps(cfg.out / "importance" / f"{s}.npz").meta["reliability"]
+        assert r["method"].startswith("split-half over trajectories" if s.startswith("cfgdm") else "deterministic"), s
+        assert len(r["per_map"]) == 2 and (r["spearman"] == 1.0 if s in ("protonet", "simclr") else -1 <= r["spearman"] <= 1)
     assert guided.maps.shape == (2, 16, 16) and list(guided.image_ids) == [str(i) for i in test.exemplars]
     assert guided.meta["options"]["n_trajectories"] == demo.IMPORTANCE_TRAJECTORIES and guided.meta["options"]["steps"] == 2
     critic = read_maps(cfg.out / "importance" / "protonet.npz")

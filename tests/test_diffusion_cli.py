@@ -7,6 +7,7 @@ import pytest
 
 from drawgap.data.formats import read_samples, write_dataset, write_samples
 from drawgap.models import create_generator
+from drawgap.models.naming import system_name
 from tests.conftest import make_dataset
 
 LEAN = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_head_dim": 4}
@@ -47,8 +48,12 @@ def test_sample_from_a_samples_file_and_first_classes(tmp_path, run_dir, dataset
     human = write_samples(ds.to_samples(), tmp_path / "human.npz")
     r = cli("sample", run_dir, "--exemplars", human, "--per-exemplar", 1, "--classes", 2, "--steps", 2, "--out", tmp_path / "o")
     assert r.code == 0, r.err
-    s = read_samples(tmp_path / "o" / "cfgdm.npz")  # no --guidance: the generator's default (1 for cfgdm)
-    assert s.samples.shape == (2, 1, 8, 8) and s.meta["params"]["guidance"] is None
+    # no --guidance: the generator's default (1 for cfgdm), recorded and in the file's name
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["cfgdm_g1.npz"]
+    assert "g=1;" in r.out and "system 'cfgdm g=1 (dpm++, 2 steps)'" in r.out
+    s = read_samples(tmp_path / "o" / "cfgdm_g1.npz")
+    assert s.samples.shape == (2, 1, 8, 8) and s.meta["params"]["guidance"] == 1.0
+    assert system_name(s.meta) == "cfgdm g=1 (dpm++, 2 steps)"
     assert s.meta["params"]["sampler"] == "dpm++" and s.meta["dataset"]["kind"] == "samples"
 
 
@@ -95,3 +100,14 @@ def test_train_bad_options(tmp_path, dataset, cli):
     r = cli("train", "cfgdm", "--data", tmp_path / "missing.npz", "--out", tmp_path / "r", "--steps", 1)
     assert r.code == 2 and "missing.npz: no such file" in r.err
     assert json.dumps(r.err).count("\\n") == 1  # one line
+
+
+def test_sample_warns_when_the_exemplars_come_from_another_dataset(tmp_path, run_dir, dataset, cli):
+    _, path = dataset  # a dataset named "tiny"
+    (run_dir / "train.json").write_text(json.dumps({"dataset": {"name": "omniglot", "path": "omniglot48/train.npz"}}))
+    r = cli("sample", run_dir, "--exemplars", path, "--per-exemplar", 1, "--steps", 2, "--out", tmp_path / "o")
+    assert r.code == 0, r.err
+    assert "drawgap: warning:" in r.err and "trained on 'omniglot'" in r.err and "come from 'tiny'" in r.err
+    (run_dir / "train.json").write_text(json.dumps({"dataset": {"name": "tiny", "path": "tiny/train.npz"}}))
+    r = cli("sample", run_dir, "--exemplars", path, "--per-exemplar", 1, "--steps", 2, "--out", tmp_path / "p")
+    assert r.code == 0 and "warning" not in r.err

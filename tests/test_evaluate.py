@@ -10,6 +10,7 @@ from drawgap.critics import ProtoNetCritic, SimCLRCritic, save_critic
 from drawgap.data.formats import Samples, write_samples
 from drawgap.errors import InputError
 from drawgap.metrics import compare, distance_to_human, evaluate, read_metrics, write_metrics
+from drawgap.metrics.comparison import format_table
 from drawgap.metrics.metrics_file import METRICS_FORMAT
 
 SIZE, C, S = 16, 6, 10
@@ -268,3 +269,62 @@ def test_cli_compare_refuses_non_finite_numbers(cli, three_systems, tmp_path, fi
     r = cli("compare", *files)
     assert r.code == 2, r
     assert r.err.strip().splitlines() == [f"drawgap: error: {files[1]}: {field}: expected a finite number, found NaN or infinity"]
+
+
+def _cfgdm(guidance):
+    return {"generator": "cfgdm", "params": {"guidance": guidance, "sampler": "dpm++", "steps": 20, "per_exemplar": S}}
+
+
+@pytest.fixture(scope="module")
+def two_cfgdms(critics):
+    """Metrics of a CFGDM sampled at g = 0 and at g = 2 (drawings of different noise), and of humans."""
+    ex = _exemplars()
+    out = []
+    with pytest.warns(UserWarning):
+        for meta, flip, seed in ((_cfgdm(0.0), 0.3, 1), (_cfgdm(2.0), 0.1, 2), ({"generator": "human"}, 0.05, 3)):
+            s = _noisy(ex, flip, seed, meta["generator"])
+            s.meta = meta
+            out.append(evaluate(s, simclr=critics[0], protonet=critics[1], **FAST))
+    return out
+
+
+def test_two_cfgdm_guidances_get_distinct_names_whatever_the_order(two_cfgdms, tmp_path, cli):
+    g0, g2, human = two_cfgdms
+    assert (g0["system"], g2["system"]) == ("cfgdm g=0", "cfgdm g=2")
+    old_g0, old_g2 = ({**m, "system": "cfgdm"} for m in (g0, g2))  # metrics from before names said more
+    for systems in ([human, g0, g2], [human, g2, g0], [human, old_g0, old_g2], [human, old_g2, old_g0]):
+        rows = {r["name"]: r for r in compare(systems)["systems"]}
+        assert set(rows) == {"human", "cfgdm g=0", "cfgdm g=2"}
+        assert rows["cfgdm g=0"]["diversity"] == g0["diversity"] and rows["cfgdm g=2"]["diversity"] == g2["diversity"]
+    files = [write_metrics(m, tmp_path / f"{i}.json") for i, m in enumerate((human, old_g2, old_g0))]
+    r = cli("compare", *files)
+    assert r.code == 0, r
+    assert "cfgdm g=0 " in r.out and "cfgdm g=2 " in r.out and "cfgdm-2" not in r.out
+
+
+def test_compare_warns_and_marks_systems_evaluated_on_other_classes_or_counts(two_cfgdms, tmp_path, cli):
+    g0, g2, human = two_cfgdms
+    fewer = json.loads(json.dumps(g2))
+    fewer["per_class"]["classes"] = fewer["per_class"]["classes"][:4]  # as if evaluated on the first 4 classes
+    fewer["samples_per_class"] = 5
+    with pytest.warns(UserWarning, match=r"cfgdm g=2 was evaluated on 4 classes against the human reference's 6 \(4 shared\); "
+                                         r"5 drawings per class against the human reference's 10"):
+        result = compare([human, g0, fewer])
+    rows = {r["name"]: r for r in result["systems"]}
+    assert rows["cfgdm g=0"]["reference_mismatch"] is None and rows["cfgdm g=2"]["reference_mismatch"]
+    text = format_table(result)
+    assert "cfgdm g=2 !" in text and "! cfgdm g=2: evaluated on 4 classes" in text and "cfgdm g=0 !" not in text
+    files = [write_metrics(m, tmp_path / f"{i}.json") for i, m in enumerate((human, g0, fewer))]
+    r = cli("compare", *files)
+    assert r.code == 0 and "drawgap: warning: cfgdm g=2 was evaluated on 4 classes" in r.err
+
+
+def test_cli_evaluate_a_dataset_file_says_so_and_how_to_make_samples(cli, tmp_path):
+    from drawgap.data.formats import write_dataset
+    from tests.conftest import make_dataset
+
+    path = write_dataset(make_dataset(), tmp_path / "test.npz")
+    r = cli("evaluate", path, "--critics", "strokes", "--out", tmp_path / "m.json")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1
+    assert "expected a samples file, got a dataset file" in r.err and "--as-samples" in r.err
+    assert "drawgap sample RUN --exemplars" in r.err and not (tmp_path / "m.json").exists()

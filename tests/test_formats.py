@@ -39,6 +39,20 @@ def test_samples_round_trip_and_human_rows(tmp_path, tiny_dataset):
     np.testing.assert_array_equal(back.samples, s.samples)
     assert back.meta["generator"] == "human"
     assert back.meta["format"] == "drawgap.samples/1"
+    assert back.meta["exemplar_included"] is True  # the papers' protocol: the exemplar is one of the drawings
+
+
+def test_human_reference_without_the_exemplar(tmp_path, tiny_dataset):
+    tiny_dataset.exemplars[2] = 7  # the middle drawing of class 2 (images 6, 7, 8)
+    s = tiny_dataset.to_samples(exclude_exemplar=True)
+    assert s.samples.shape == (4, 2, 8, 8) and s.meta["exemplar_included"] is False and s.meta["exemplar_rows"] == 0
+    assert tiny_dataset.to_samples(per_class=1).meta["exemplar_rows"] == 3  # class 2: its first drawing is not the exemplar
+    np.testing.assert_array_equal(s.samples[2], tiny_dataset.images[[6, 8]])
+    np.testing.assert_array_equal(s.samples[0], tiny_dataset.images[[1, 2]])
+    np.testing.assert_array_equal(s.exemplars[2], tiny_dataset.images[7])
+    assert read_samples(write_samples(s, tmp_path / "s.npz")).meta["exemplar_included"] is False
+    with pytest.raises(InputError, match=r"per_class in 1..2 \(the exemplar excluded\), got 3"):
+        tiny_dataset.to_samples(per_class=3, exclude_exemplar=True)
 
 
 def test_one_reader_for_a_dataset_or_a_samples_file(tmp_path, tiny_dataset):

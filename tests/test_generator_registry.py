@@ -66,6 +66,7 @@ def test_install_then_load_and_sample_by_name(weights_dir, trained_run, tmp_path
     assert json.loads((dest / "generator.json").read_text())["provenance"]["seed"] == 3
 
     ds = make_dataset(n_classes=2, per_class=2, size=8)
+    ds.meta["name"] = "strokes"  # the data it was trained on (train.json): no warning about another dataset
     test = write_dataset(ds, tmp_path / "test.npz")
     (path,) = sample_to_files("strokes-cfgdm", test, tmp_path / "out", per_exemplar=2, guidance=[1.0], steps=3)
     s = read_samples(path)
@@ -89,6 +90,8 @@ def test_cli_lists_and_samples_by_name(weights_dir, trained_run, tmp_path, cli):
     listing = cli("generators")
     assert listing.code == 0
     assert "strokes-cfgdm" in listing.out and "7 steps, 2 min" in listing.out
+    size = (weights_dir / "strokes-cfgdm" / "weights.safetensors").stat().st_size / 1e6
+    assert f"strokes-cfgdm    installed, {size:.1f} MB, " in listing.out
     assert "omniglot-cfgdm   not installed" in listing.out
     result = cli("sample", "omniglot-cfgdm", "--exemplars", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o"))
     assert result.code == 2 and "not installed" in result.err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from drawgap.errors import InputError
-from drawgap.importance.diffusion_maps import DiffusionImportance
+from drawgap.importance.diffusion_maps import KINDS, DiffusionImportance
 from drawgap.models.diffusion.samplers import make_scheduler
 from drawgap.models.diffusion.schedule import PaperLinearScheduler
 
@@ -23,6 +23,10 @@ def _exemplars(c=2, size=8, seed=0):
 def affine_in_condition(x_t, t, cond):
     """eps = 0.5 c + 0.1 whatever x_t and t: eps_c - eps_u = 0.5 c, eps_u = 0.1."""
     return 0.5 * cond + 0.1 + 0 * x_t
+
+
+def result_line(out: str, name: str) -> str:
+    return next(line for line in out.splitlines() if name in line)
 
 
 @pytest.mark.parametrize("g", [1.0, 2.0])
@@ -84,10 +88,10 @@ def test_trajectories_are_the_generators_samples_and_batching_does_not_matter(ti
     from drawgap.importance.diffusion_maps import for_generator
 
     ex = _exemplars(3)
-    opts = dict(sampler="ddim", steps=3, n_trajectories=2, precision="fp32")  # fp32: exactly the sampler's drawings
+    opts = dict(sampler="ddim", steps=3, n_trajectories=2, precision="fp32", kinds=KINDS)  # fp32: the sampler's drawings
     a = for_generator(tiny_cfgdm, batch_size=2, **opts).attribute(ex, seed=7, return_samples=True)
     b = for_generator(tiny_cfgdm, batch_size=64, **opts).attribute(ex, seed=7)
-    for k in ("guided", "implicit", "loss_grad"):
+    for k in KINDS:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5)
         assert (a[k] >= 0).all()
     drawn = tiny_cfgdm.sample(ex, 2, seed=7, sampler="ddim", steps=3)[:, :, 0].numpy()
@@ -101,9 +105,9 @@ def test_same_seed_same_maps(tiny_cfgdm, precision):
     from drawgap.importance.diffusion_maps import for_generator
 
     ex = _exemplars(3)
-    make = lambda: for_generator(tiny_cfgdm, sampler="dpm++", steps=3, n_trajectories=2, precision=precision)
+    make = lambda: for_generator(tiny_cfgdm, sampler="dpm++", steps=3, n_trajectories=2, precision=precision, kinds=KINDS)
     a, b = make().attribute(ex, seed=3), make().attribute(ex, seed=3)
-    for k in ("guided", "implicit", "loss_grad"):
+    for k in KINDS:
         np.testing.assert_array_equal(a[k], b[k])
 
 
@@ -153,6 +157,15 @@ def test_cli_diffusion_maps(tmp_path, cli, tiny_cfgdm):
     assert list(guided.image_ids) == ["0", "2"]  # dataset indices of the exemplars
     assert guided.meta["options"]["n_trajectories"] == 2 and guided.meta["seed"] == 0
     assert read_maps(tmp_path / "m.loss_grad.npz").images.shape == (2, 8, 8)
+    rel = guided.meta["reliability"]  # split-half over trajectories: one trajectory per half here
+    assert rel["method"].startswith("split-half over trajectories") and rel["per_half"] == 1 and len(rel["per_map"]) == 2
+    assert "reliability" in result_line(r.out, "m.guided.npz")
+    r = cli("importance", "maps", "diffusion", tmp_path / "run", "--exemplars", data, "--out", tmp_path / "one.npz",
+            "--trajectories", "1", "--steps", "3", "--classes", "2")
+    assert r.code == 0, r  # default kind: guided_diff; one trajectory: no halves, reliability not measured
+    one = read_maps(tmp_path / "one.npz")
+    assert one.method == "diffusion-guided_diff" and one.meta["reliability"]["spearman"] is None
+    assert one.meta["reliability"]["method"].startswith("not measured")
     r = cli("importance", "maps", "diffusion", tmp_path / "run", "--exemplars", data, "--out", tmp_path / "x.npz",
             "--kind", "nope")
     assert r.code == 2 and "kinds" in r.err
@@ -173,3 +186,48 @@ def test_bf16_maps_rank_like_fp32(tiny_cfgdm):
         for_generator(tiny_cfgdm, precision="fp16")
     with pytest.raises(InputError, match="batch size"):
         for_generator(tiny_cfgdm, batch_size=0)
+
+
+def test_guided_diff_accumulates_the_condition_with_its_sign_and_halves_split_the_trajectories():
+    def sign_flips(x_t, t, cond):
+        """eps_c - eps_u = 0.5 c at t >= 250 and -0.5 c below: the signed sum cancels where the m_t are equal."""
+        s = torch.where(t >= 250, 1.0, -1.0).float()[:, None, None, None]
+        return 0.5 * cond * s + 0.1 + 0 * x_t
+
+    ex = _exemplars()
+    di = DiffusionImportance(sign_flips, SCHEDULE, sampler="ddim", steps=4, n_trajectories=4, kinds=("guided_diff", "implicit"))
+    maps = di.attribute(ex, return_halves=True)
+    ts = [int(t) for t in make_scheduler("ddim", SCHEDULE, 4).timesteps]
+    m = torch.sqrt(1 - SCHEDULE.alphas_cumprod[ts]).numpy()
+    sign = np.where(np.array(ts) >= 250, 1.0, -1.0)
+    c = ex[:, 0].numpy()
+    # | sum_t m_t s_t 0.5 c |: the sign is kept along the trajectory, the magnitude taken at the end
+    np.testing.assert_allclose(maps["guided_diff"], abs((m * sign).sum()) * 0.5 * c, rtol=1e-5)
+    assert abs((m * sign).sum()) < 0.9 * m.sum()  # the signs did cancel part of it
+    # the denoiser ignores x_t: every trajectory, hence each half, gives the same map
+    for k in ("guided_diff", "implicit"):
+        np.testing.assert_allclose(maps[f"{k}/a"], maps[k], rtol=1e-5)
+        np.testing.assert_allclose(maps[f"{k}/b"], maps[k], rtol=1e-5)
+    assert set(di.attribute(ex)) == {"guided_diff", "implicit"}  # halves only when asked
+
+
+def test_maps_files_record_their_reliability(tiny_cfgdm):
+    """Split halves that agree give a high reliability, halves of pure noise a noise-level one."""
+    from drawgap.importance import reliability
+    from drawgap.importance.diffusion_maps import diffusion_importance
+
+    rng = np.random.default_rng(0)
+    signal = rng.random((3, 8, 8))
+    same = reliability.split_half(signal + 0.01 * rng.random((3, 8, 8)), signal + 0.01 * rng.random((3, 8, 8)), "trajectories", 2)
+    noise = reliability.split_half(rng.random((3, 8, 8)), rng.random((3, 8, 8)), "trajectories", 2)
+    assert same["spearman"] > 0.99 and not same["noise_level"]
+    assert abs(noise["spearman_half"]) < 0.3 and noise["noise_level"] == (noise["spearman"] < reliability.NOISE_SPEARMAN)
+    # golden: halves with Spearman r = 0.5 exactly -> Spearman-Brown 2r / (1 + r) = 2/3
+    a = np.arange(4.0).reshape(1, 2, 2)
+    b = np.array([1.0, 0.0, 3.0, 2.0]).reshape(1, 2, 2)  # rank r: 1 - 6 * 4 / (4 * 15) = 0.6
+    assert reliability.split_half(a, b, "trajectories", 1)["spearman"] == pytest.approx(2 * 0.6 / 1.6)
+    out = diffusion_importance(tiny_cfgdm, _exemplars(2)[:, 0].numpy(), ["a", "b"], sampler="ddim", steps=2,
+                               n_trajectories=4, kinds=KINDS, precision="fp32")
+    for kind, m in out.items():
+        r = m.meta["reliability"]
+        assert r["per_half"] == 2 and len(r["per_map"]) == 2 and -1 <= r["spearman"] <= 1, kind

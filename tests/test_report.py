@@ -177,6 +177,14 @@ def test_changing_a_metrics_file_changes_the_report(results):
     assert "12.3" in row and "0.988" in row and "[11.1, 13.6]" in row  # value and its interval
 
 
+def test_a_system_on_fewer_drawings_than_the_human_reference_is_marked(results):
+    edit(results, "ddpm", samples_per_class=3)
+    with pytest.warns(UserWarning, match="DDPM was evaluated on 3 drawings per class against the human reference's"):
+        text = build_report(results)
+    row = re.search(r'<tr class="system" data-system="DDPM">(.*?)</tr>', text, re.S).group(1)
+    assert '<strong class="note"' in row and f'<p class="note">! DDPM: evaluated on 3 drawings per class against the human reference&#x27;s {S}' in text
+
+
 def test_high_originality_gap_without_overlap():
     assert high_originality_gap({"originality": [0.1, 0.2], "recognizability": [90, 80]},
                                 {"originality": [0.5, 0.9], "recognizability": [99, 95]}) == {"gap": None, "range": None}
@@ -195,6 +203,7 @@ def test_report_is_self_contained_and_escaped(results):
     rows = re.findall(r'<tr class="system[^"]*" data-system="([^"]*)"', text)
     assert rows == ["human", "CFGDM g=0", "CFGDM g=1", "CFGDM g=2", "&lt;b&gt;evil &amp; co&lt;/b&gt;"]
     assert "Package versions" in text and "evaluated by" in text
+    assert f"Settings: {C} classes x {S} drawings per system; drawn with dpm++." in text  # what the numbers depend on
 
 
 def test_cli_report_writes_html_and_figures(cli, results, tmp_path):
@@ -259,6 +268,9 @@ def test_guidance_sweep_one_curve_per_value_and_humans():
     assert [l.get_label() for l in lines] == ["CFGDM g=0", "CFGDM g=2", "human"]
     assert list(lines[0].get_ydata()) == [98, 70] and list(lines[1].get_xdata()) == [0.2, 0.5]
     assert lines[0].get_color() != lines[1].get_color() and lines[2].get_color() == "black"
+    for line in lines[:2]:  # readable on white: no colour lighter than plasma's orange (luminance < 0.65)
+        r, g, b, _ = line.get_color()
+        assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.65
     with pytest.raises(InputError):
         plot_guidance_sweep({})
 
@@ -361,7 +373,7 @@ def edit_ink(root, stem, per_stroke=None, **means):
 
 
 def ink_rows(report_html: str) -> dict[str, list[str]]:
-    rows = re.findall(r'<tr class="source" data-source="([^"]*)">(.*?)</tr>', report_html, re.S)
+    rows = re.findall(r'<tr class="source(?: noise)?" data-source="([^"]*)">(.*?)</tr>', report_html, re.S)
     return {name: re.findall(r"<td>(.*?)</td>", cells) for name, cells in rows}
 
 
@@ -395,13 +407,47 @@ def test_importance_section_golden(results):
     section = text[text.index('<section id="importance">'):]
     assert sentence in section.replace("&#x27;", "'") and 'id="fig-importance"' in section
     rows = ink_rows(text)
-    # source, maps, mass on ink %, ink area %, enrichment, entropy, 50 %, 90 %, regions, heaviest stroke, equal strokes
-    assert rows["CFGDM g=1 guided score"][:9] == ["CFGDM g=1 guided score", "2 × 4 trajectories", "30.0", "15.0", "2.00", "3.21", "20.0",
-                                                 "70.0", "4.0"]
+    # source, maps, reliability (none recorded in these maps), mass on ink %, ink area %, enrichment, entropy, 50 %,
+    # 90 %, regions, heaviest stroke, equal strokes
+    assert rows["CFGDM g=1 guided score"][:10] == ["CFGDM g=1 guided score", "2 × 4 trajectories", "-", "30.0", "15.0", "2.00",
+                                                  "3.21", "20.0", "70.0", "4.0"]
     # heaviest stroke: 0.6 / 0.8 = 75 % and 0.3 / 0.9 = 33.3 %, mean 54.2 %; equal weights: (1/2 + 1/3) / 2 = 41.7 %
     assert rows["strokes-protonet saliency"][1] == "2" and rows["strokes-protonet saliency"][-2:] == ["54.2", "41.7"]
     # the importance figure sits in its section, not among the figures above
     assert text.index('id="fig-importance"') > text.index('<section id="importance">')
+
+
+def test_a_source_at_noise_level_is_flagged_not_ranked(results):
+    from drawgap.importance import reliability
+
+    keep(results, "human", "cfgdm_g1")
+    INK_SOURCES_WITH_RELIABILITY = {  # the guided map at noise level, protonet deterministic, simclr reliable enough
+        "cfgdm.guided": reliability.summary("split-half over trajectories (even vs odd)", [0.02, 0.0]),
+        "protonet": reliability.deterministic(2, "saliency has no randomness"),
+        "simclr": reliability.summary("seed-to-seed (seeds s and s + 1)", [0.7, 0.5]),
+    }
+    for stem, (method, options, extra) in list(INK_SOURCES.items()):
+        INK_SOURCES[stem] = (method, options, {**extra, "reliability": INK_SOURCES_WITH_RELIABILITY[stem]})
+    try:
+        _write_ink_reports(results)
+    finally:
+        for stem, (method, options, extra) in list(INK_SOURCES.items()):
+            INK_SOURCES[stem] = (method, options, {k: v for k, v in extra.items() if k != "reliability"})
+    edit_ink(results, "cfgdm.guided", mass_on_ink=0.05, ink_area=0.15, ink_enrichment=0.33, pixels_50=0.45)
+    edit_ink(results, "protonet", mass_on_ink=0.60, ink_area=0.20, ink_enrichment=3.0, pixels_50=0.05)
+    edit_ink(results, "simclr", mass_on_ink=0.10, ink_area=0.20, ink_enrichment=0.5, pixels_50=0.40)
+    r = load_results(results)
+    sentence = heading_sentences(r)[-1]
+    assert sentence == ("Importance: of 2 sources of maps, strokes-protonet saliency is the most concentrated on the ink, with "
+                        "60 % of its mass on the 20 % of the pixels that are ink (3.0x a uniform map), and strokes-simclr "
+                        "saliency the least (10 % on 20 %, 0.5x); strokes-protonet saliency is the most localized, half its "
+                        "mass on 5.0 % of the pixels. CFGDM g=1 guided score is at noise level (reliability 0.01): not ranked.")
+    text = build_report(results)
+    rows = ink_rows(text)
+    assert rows["CFGDM g=1 guided score"][2].startswith("0.01 ") and "noise level" in rows["CFGDM g=1 guided score"][2]
+    assert rows["strokes-protonet saliency"][2].startswith("1.00 ") and "deterministic" in rows["strokes-protonet saliency"][2]
+    assert rows["strokes-simclr saliency"][2].startswith("0.60 ") and "noise level" not in rows["strokes-simclr saliency"][2]
+    assert '<tr class="source noise" data-source="CFGDM g=1 guided score">' in text
 
 
 def test_changing_an_ink_file_changes_the_report(results):
@@ -411,8 +457,8 @@ def test_changing_an_ink_file_changes_the_report(results):
     edit_ink(results, "simclr", mass_on_ink=0.987, ink_enrichment=9.87)
     after = build_report(results)
     row_before, row_after = ink_rows(before)["strokes-simclr saliency"], ink_rows(after)["strokes-simclr saliency"]
-    assert row_before[2] != "98.7" and row_before[4] != "9.87"
-    assert row_after[2] == "98.7" and row_after[4] == "9.87"  # mass on ink (%), ink enrichment
+    assert row_before[3] != "98.7" and row_before[5] != "9.87"
+    assert row_after[3] == "98.7" and row_after[5] == "9.87"  # mass on ink (%), ink enrichment
     assert "strokes-simclr saliency is the most concentrated on the ink" in heading(after)[-1]
 
 

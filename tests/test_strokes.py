@@ -8,6 +8,7 @@ from drawgap.data.formats import read_dataset, read_samples
 from drawgap.data.strokes import (
     StrokesConfig,
     build_strokes,
+    preview_rows,
     render_strokes,
     sample_characters,
     split_drawings,
@@ -146,14 +147,27 @@ def test_cli_writes_valid_files_and_preview(cli, tmp_path):
     np.testing.assert_array_equal(
         test.images, build_strokes(StrokesConfig(n_classes=12, per_class=3, image_size=24, seed=5))["test"].images
     )
-    grid = np.asarray(Image.open(tmp_path / "grid.png"))
-    assert grid.shape == (10 * 26 + 2, 3 * 26 + 2)  # 10 train classes x 3 drawings of 24 px, 2 px gaps
-    np.testing.assert_array_equal(grid[2:26, 2:26], train.exemplar_images()[0])
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("L"))
+    # drawn as the report draws: black ink on a white page (most pixels white, the ink near black)
+    assert np.median(grid) == 255 and grid.min() < 40 and grid.shape[0] > grid.shape[1]  # 10 rows x 3 columns
+    picked, rows = preview_rows(train, 10, 3)
+    assert len(rows) == 10 and all(row[0] == train.exemplars[c] and len(row) == 3 for c, row in zip(picked, rows))
 
     res = cli("data", "strokes", "--out", out, "--classes", 12, "--per-class", 3, "--size", 24, "--as-samples")
     assert res.code == 0, res
     samples = read_samples(out / "test_samples.npz")
-    assert samples.samples.shape == (test.n_classes, 3, 24, 24)
+    assert samples.samples.shape == (test.n_classes, 3, 24, 24) and samples.meta["exemplar_included"] is True
+    assert "exemplar included (the papers' protocol)" in res.out
+
+    res = cli("data", "strokes", "--out", out / "x", "--classes", 12, "--per-class", 3, "--size", 24, "--as-samples",
+              "--exclude-exemplar")
+    assert res.code == 0, res
+    samples = read_samples(out / "x" / "test_samples.npz")
+    assert samples.samples.shape == (test.n_classes, 2, 24, 24) and samples.meta["exemplar_included"] is False
+    ex = test.exemplar_images()
+    assert not any(np.array_equal(d, ex[c]) for c in range(test.n_classes) for d in samples.samples[c])
+    res = cli("data", "strokes", "--out", out / "y", "--classes", 12, "--exclude-exemplar")
+    assert res.code == 2 and "--exclude-exemplar" in res.err and not (out / "y").exists()
 
 
 @pytest.mark.parametrize(
@@ -181,3 +195,11 @@ def test_config_rejects_bad_values_naming_the_field():
         StrokesConfig(control_jitter=-0.1)
     with pytest.raises(InputError, match="split"):
         split_drawings(SMALL, "valid")
+
+
+def test_help_shows_no_type_beside_flags(cli):
+    """Typer >= 0.29 printed `<bool>` beside every flag, --help included; a flag takes no value."""
+    for args in (("data", "strokes", "--help"), ("demo", "--help"), ("--help",), ("data", "omniglot", "--help")):
+        r = cli(*args)
+        assert r.code == 0 and "--help" in r.out and "<bool>" not in r.out, args
+    assert "<int>" in cli("data", "strokes", "--help").out  # options that take a value keep their type

@@ -53,21 +53,27 @@ def _samples_summary(s) -> str:
     return f"{s.n_classes} classes x {s.per_class} drawings, {s.image_size}x{s.image_size}"
 
 
-def _write_splits(splits: dict, out: Path, as_samples: bool) -> None:
+def _write_splits(splits: dict, out: Path, as_samples: bool, exclude_exemplar: bool = False) -> None:
     """Write each split as a dataset file, or as a samples file (the human reference) with --as-samples."""
     from drawgap.data.formats import write_dataset, write_samples
 
+    if exclude_exemplar and not as_samples:
+        raise InputError("--exclude-exemplar applies to the human reference; add --as-samples", field="--exclude-exemplar")
     for split, ds in splits.items():
         if as_samples:
-            s = ds.to_samples()
+            s = ds.to_samples(exclude_exemplar=exclude_exemplar)
             path = write_samples(s, out / f"{split}_samples.npz")
-            _echo_written("samples", path, _samples_summary(s))
+            _echo_written("samples", path, _samples_summary(s) + (", exemplar excluded" if exclude_exemplar
+                                                                   else ", exemplar included (the papers' protocol)"))
         else:
             path = write_dataset(ds, out / f"{split}.npz")
             _echo_written("dataset", path, _dataset_summary(ds))
 
 
 # -------------------------------------------------------------------------------------------------- data
+
+_EXCLUDE_HELP = ("With --as-samples: leave each class's exemplar out of its human drawings (default: included, the "
+                 "papers' protocol, SPEC.md 1.1/4.2; the exemplar then scores originality 0 and is recognized by construction).")
 
 
 @data_app.command("validate")
@@ -105,6 +111,7 @@ def data_strokes(
     alphabets: Optional[int] = typer.Option(None, "--alphabets", help="Number of alphabets (default: one per 20 characters)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same images."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a PNG grid: 10 train classes x 10 drawings, exemplar first."),
 ) -> None:
     """Build the built-in procedural dataset: alphabets of 1-4 stroke characters drawn with motor noise."""
@@ -115,7 +122,7 @@ def data_strokes(
         test_fraction=test_fraction, seed=seed,
     )
     splits = build_strokes(config, progress=True)
-    _write_splits(splits, out, as_samples)
+    _write_splits(splits, out, as_samples, exclude_exemplar)
     if preview is not None:
         path = write_preview(splits["train"], preview)
         _echo_written("preview", path, "10 train classes x 10 drawings, exemplar first")
@@ -149,6 +156,7 @@ def data_omniglot(
     threshold: float = typer.Option(0.5, "--threshold", help="Binarization threshold after resizing (ink is above it)."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check local zips against the official size and MD5 (a mismatch only warns)."),
     workers: int = typer.Option(2, "--workers", help="Threads decoding the PNGs."),
 ) -> None:
@@ -162,7 +170,7 @@ def data_omniglot(
             source or None, split=split, size=size, threshold=threshold, verify=verify,
             critic=model, critic_name=critic, workers=workers, progress=sys.stderr.isatty(),
         )
-    _write_splits(splits, out, as_samples)
+    _write_splits(splits, out, as_samples, exclude_exemplar)
 
 
 @data_app.command("exemplars")
@@ -217,6 +225,7 @@ def data_quickdraw(
     bitmaps: bool = typer.Option(False, "--bitmaps", help="Use the official 28x28 numpy_bitmap renderings instead of rendering the strokes."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features choose the exemplars (Eq. 1); default: blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write a samples file (the human reference) instead; needs the same count per category."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     workers: int = typer.Option(2, "--workers", help="Processes rendering categories (the files do not depend on it)."),
 ) -> None:
     """Build a dataset file from Quick, Draw! categories (one class per category)."""
@@ -230,7 +239,7 @@ def data_quickdraw(
             on_error=_on_error_option(on_error), bitmaps=bitmaps, critic=model, critic_name=critic, progress=sys.stderr.isatty(),
             workers=workers,
         )
-    _write_splits({"quickdraw": ds}, out, as_samples)
+    _write_splits({"quickdraw": ds}, out, as_samples, exclude_exemplar)
 
 
 def _category_list(categories: str, source: Optional[Path]) -> list[str]:
@@ -260,6 +269,7 @@ def data_quickdraw_fs(
     on_error: str = typer.Option("skip", "--on-error", help="Malformed ndjson line: skip or stop."),
     critic: Optional[str] = typer.Option(None, "--critic", help="Critic (name or path) whose features cluster and choose exemplars; default: blurred-pixel PCA / blurred pixels."),
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
+    exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     workers: int = typer.Option(2, "--workers", help="Processes rendering categories while one clusters (the files do not depend on it)."),
 ) -> None:
     """Rebuild QuickDraw-FS (SPEC.md 1.2, a documented reconstruction): sub-categories by clustering."""
@@ -274,7 +284,7 @@ def data_quickdraw_fs(
     model = None if critic is None else load_feature_critic(critic)
     with _quickdraw_warnings():
         splits = build_quickdraw_fs(config, source=source, critic=model, progress=sys.stderr.isatty(), workers=workers)
-    _write_splits(splits, out, as_samples)
+    _write_splits(splits, out, as_samples, exclude_exemplar)
 
 
 # --------------------------------------------------------------------------------- evaluate / compare
@@ -333,10 +343,11 @@ def compare_cmd(
 ) -> None:
     """Table of all systems with distance to human z-scored over them, and the comparison figure."""
     from drawgap.metrics.comparison import compare, format_table
-    from drawgap.metrics.evaluate import read_metrics
+    from drawgap.metrics.metrics_file import read_metrics
 
     loaded = [read_metrics(p) for p in metrics]
-    result = compare(loaded, names=None if names is None else [n.strip() for n in names.split(",")], human=human)
+    with _metric_warnings_to_stderr():
+        result = compare(loaded, names=None if names is None else [n.strip() for n in names.split(",")], human=human)
     typer.echo(format_table(result))
     if out is not None:
         from drawgap.report.figures import plot_comparison, save_figure
@@ -577,7 +588,10 @@ importance_app.add_typer(importance_maps_app, name="maps")
 
 
 def _maps_summary(m) -> str:
-    return f"{m.method}, {len(m)} maps of {m.resolution}x{m.resolution}, {len(set(m.categories))} categories"
+    r = m.meta.get("reliability") or {}
+    rel = "" if r.get("spearman") is None else (f"; reliability {r['spearman']:.2f} ({r['method'].split(',')[0]})"
+                                                + (" NOISE LEVEL" if r.get("noise_level") else ""))
+    return f"{m.method}, {len(m)} maps of {m.resolution}x{m.resolution}, {len(set(m.categories))} categories{rel}"
 
 
 def _named_maps(paths: list[Path]) -> dict:
@@ -623,7 +637,7 @@ def importance_maps_diffusion(
     run_dir: Path = typer.Argument(..., help="Run directory of a trained cfgdm (or ddpm, loss_grad only)."),
     exemplars: Path = typer.Option(..., "--exemplars", help="Dataset file (its class exemplars) or samples file (its exemplars)."),
     out: Path = typer.Option(..., "--out", callback=_writable_file, help="Maps file (.npz); with several --kind, one file per kind: OUT.<kind>.npz."),
-    kind: list[str] = typer.Option(["guided"], "--kind", help="guided | implicit | loss_grad (repeatable)."),
+    kind: list[str] = typer.Option(["guided_diff"], "--kind", help="guided_diff | implicit | loss_grad | guided (SPEC.md 5.2's formula: at noise level on the strokes CFGDM) (repeatable)."),
     classes: int = typer.Option(0, "--classes", help="Only the first N classes (0: all)."),
     trajectories: int = typer.Option(25, "--trajectories", help="Sampling trajectories per exemplar."),
     sampler: str = typer.Option("dpm++", "--sampler", help="ancestral | ddim | dpm++ (SDE-DPM-Solver++) | dpm++ode."),
@@ -636,7 +650,8 @@ def importance_maps_diffusion(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the hardware has native bf16, else fp32), fp32, or bf16 (denoiser under bfloat16 autocast: ~2x faster, ~3 significant digits)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the trajectories."),
 ) -> None:
-    """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2)."""
+    """Guided-score, implicit-classifier and loss-gradient maps along sampling trajectories (SPEC.md 5.2), each
+    with its split-half reliability over trajectories."""
     from drawgap.data.formats import read_drawings
     from drawgap.importance.diffusion_maps import diffusion_importance, exemplars_of
     from drawgap.importance.maps_file import write_maps
@@ -815,6 +830,7 @@ def _train_command(family):
     one.command(name=family.name, help=summary)(train_family)
     command = typer.main.get_command(one)
     command.name = family.name
+    _hide_flag_types(command)  # built on demand, after main() has walked the static commands
     return command
 
 
@@ -835,21 +851,25 @@ def sample_cmd(
     """Draw from each exemplar with a trained generator; write samples files ready for `drawgap evaluate`."""
     from drawgap.models.sampling import parse_guidance, sample_to_files
 
-    paths = sample_to_files(
-        run_dir, exemplars, out, per_exemplar=per_exemplar, guidance=parse_guidance(guidance), sampler=sampler,
-        steps=steps, seed=seed, batch_size=batch_size, classes=classes, device=device, progress=sys.stderr.isatty(),
-    )
+    with _metric_warnings_to_stderr():
+        paths = sample_to_files(
+            run_dir, exemplars, out, per_exemplar=per_exemplar, guidance=parse_guidance(guidance), sampler=sampler,
+            steps=steps, seed=seed, batch_size=batch_size, classes=classes, device=device, progress=sys.stderr.isatty(),
+        )
     from drawgap.data.formats import read_samples
+    from drawgap.models.naming import system_name
 
     for path in paths:
         s = read_samples(path)
-        _echo_written("samples", path, f"{_samples_summary(s)}, {s.meta['params']['sampler']} x{s.meta['params']['steps']}, g={s.meta['params']['guidance']}")
+        p = s.meta["params"]
+        g = "none" if p["guidance"] is None else format(p["guidance"], "g")
+        _echo_written("samples", path, f"{_samples_summary(s)}, {p['sampler']} x{p['steps']}, g={g}; system {system_name(s.meta)!r}")
 
 
 @app.command("generators")
 def generators_list() -> None:
     """The shipped trained generators: name, whether installed, size and how long they trained."""
-    from drawgap.models.base import read_generator_record
+    from drawgap.models.base import WEIGHTS_FILE, read_generator_record
     from drawgap.models.registry import SHIPPED, is_installed, shipped_dir
 
     for name, about in SHIPPED.items():
@@ -859,7 +879,9 @@ def generators_list() -> None:
         record = read_generator_record(shipped_dir(name))
         t = record.get("training") or {}
         trained = f"{t.get('step', '?')} steps, {t.get('seconds', 0) / 60:.0f} min" if t else "?"
-        typer.echo(f"{name:<16} {record.get('n_parameters', 0) / 1e6:.2f} M parameters, {trained}  {about}")
+        size = (shipped_dir(name) / WEIGHTS_FILE).stat().st_size / 1e6
+        typer.echo(f"{name:<16} installed, {size:.1f} MB, {record.get('n_parameters', 0) / 1e6:.2f} M parameters, "
+                   f"{trained}  {about}")
 
 
 # ------------------------------------------------------------------------------------------- report / demo
@@ -946,11 +968,27 @@ def exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handle)
 
 
+def _hide_flag_types(command) -> None:
+    """No type beside a flag in --help. Typer >= 0.29 shows every option's type, a flag's too (`--as-samples
+    <bool>`, `--help <bool>`: `TyperOption.display_type_rich` falls back to the annotation's name), though a
+    flag takes no value; an empty metavar is what it shows instead. Applied to every command, help included."""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
+    try:
+        help_option = command.get_help_option(command.context_class(command))
+    except (AttributeError, TypeError):  # a framework without these hooks: its --help as it is
+        help_option = None
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     exits, usage, aborts = _framework_exceptions()
     if argv is None:  # the `drawgap` command itself, not an in-process call (tests, scripts)
         exit_on_sigterm()
     command = typer.main.get_command(app)
+    _hide_flag_types(command)
     try:
         code = command.main(args=argv, prog_name="drawgap", standalone_mode=False)
         # Typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns that code instead of raising.

@@ -60,13 +60,17 @@ class Dataset:
         """[n_c, H, W] every drawing of class index c, in file order."""
         return self.images[self.labels == c]
 
-    def to_samples(self, per_class: int | None = None) -> "Samples":
+    def to_samples(self, per_class: int | None = None, exclude_exemplar: bool = False) -> "Samples":
         """The human drawings of each class as a samples file (the human reference).
 
-        Each row holds the drawings of one class (the exemplar included, as in the papers' human data);
-        every class must have the same count, or `per_class` picks the first drawings of each.
+        Each row holds the drawings of one class: the exemplar included by default, as in the papers' human
+        data (SPEC.md 1.1: the 20 real drawings of each class; 4.2: a human query can be the exemplar itself),
+        or left out with `exclude_exemplar` (so that no drawing is scored against itself: originality 0,
+        recognized by construction). `meta["exemplar_included"]` says which (`exemplar_rows`: how many rows
+        hold their exemplar, fewer than all when `per_class` cuts it off). Every class must have the same
+        count, or `per_class` picks the first drawings of each.
         """
-        counts = np.bincount(self.labels, minlength=self.n_classes)
+        counts = np.bincount(self.labels, minlength=self.n_classes) - int(bool(exclude_exemplar))
         n = int(counts.min()) if per_class is None else int(per_class)
         if per_class is None and counts.max() != counts.min():
             raise InputError(
@@ -75,15 +79,26 @@ class Dataset:
                 field="labels",
             )
         if n < 1 or n > counts.min():
-            raise InputError(f"expected per_class in 1..{counts.min()}, got {n}", field="per_class")
-        rows = np.stack([self.images_of(c)[:n] for c in range(self.n_classes)])
+            raise InputError(f"expected per_class in 1..{counts.min()}"
+                             + (" (the exemplar excluded)" if exclude_exemplar else "") + f", got {n}", field="per_class")
+        index = np.arange(len(self.labels))
+        rows, holding = [], 0
+        for c in range(self.n_classes):
+            members = index[self.labels == c]
+            if exclude_exemplar:
+                members = members[members != self.exemplars[c]]
+            rows.append(self.images[members[:n]])
+            holding += int(self.exemplars[c] in members[:n])
         meta = {
             "format": SAMPLES_FORMAT,
             "generator": "human",
             "params": {},
+            # true when every row holds its exemplar; with `per_class` below the count, some rows may not
+            "exemplar_included": holding == self.n_classes,
+            "exemplar_rows": holding,
             "dataset": {k: self.meta.get(k) for k in ("name", "split", "source", "image_size")},
         }
-        return Samples(samples=rows, exemplars=self.exemplar_images(), classes=self.classes.copy(), meta=meta)
+        return Samples(samples=np.stack(rows), exemplars=self.exemplar_images(), classes=self.classes.copy(), meta=meta)
 
 
 @dataclass
@@ -275,7 +290,10 @@ def write_dataset(ds: Dataset, path: str | os.PathLike) -> Path:
 
 
 def read_dataset(path: str | os.PathLike) -> Dataset:
-    return _dataset_of(_load_npz(path), path)
+    z = _load_npz(path)
+    if "images" not in z and {"samples", "exemplars"} <= set(z):
+        raise InputError("expected a dataset file, got a samples file (samples, exemplars)", path=path, field="images")
+    return _dataset_of(z, path)
 
 
 def _dataset_of(z: dict, path) -> Dataset:
@@ -298,7 +316,12 @@ def write_samples(s: Samples, path: str | os.PathLike) -> Path:
 
 
 def read_samples(path: str | os.PathLike) -> Samples:
-    return _samples_of(_load_npz(path), path)
+    z = _load_npz(path)
+    if "samples" not in z and {"images", "labels"} <= set(z):
+        raise InputError("expected a samples file, got a dataset file (images, labels); its human drawings as a samples "
+                         "file: `drawgap data ... --as-samples` (the command that built it, with --as-samples); "
+                         "a generator's: `drawgap sample RUN --exemplars THIS_FILE`", path=path, field="samples")
+    return _samples_of(z, path)
 
 
 def read_drawings(path: str | os.PathLike) -> Dataset | Samples:

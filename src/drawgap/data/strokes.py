@@ -421,24 +421,38 @@ def build_strokes(config: StrokesConfig | None = None, progress: bool = False) -
 # ------------------------------------------------------------------------------------------- preview
 
 
-def preview_grid(dataset: Dataset, n_classes: int = 10, per_class: int = 10, gap: int = 2) -> np.ndarray:
-    """uint8 image: one row per class (classes spread over the dataset), its exemplar first, then drawings."""
+def preview_rows(dataset: Dataset, n_classes: int = 10, per_class: int = 10) -> tuple[np.ndarray, list[list[int]]]:
+    """(class indices, image indices per class): classes spread over the dataset, exemplar first."""
     picked = np.unique(np.linspace(0, dataset.n_classes - 1, min(n_classes, dataset.n_classes)).round().astype(int))
     rows = []
     for c in picked:
-        others = [i for i in np.flatnonzero(dataset.labels == c) if i != dataset.exemplars[c]]
-        rows.append([dataset.exemplars[c], *others[: per_class - 1]])
-    size, cols = dataset.image_size, max(len(r) for r in rows)
-    grid = np.full((len(rows) * (size + gap) + gap, cols * (size + gap) + gap), 96, np.uint8)
-    for r, row in enumerate(rows):
-        for c, i in enumerate(row):
-            y, x = gap + r * (size + gap), gap + c * (size + gap)
-            grid[y : y + size, x : x + size] = dataset.images[i]
-    return grid
+        others = [int(i) for i in np.flatnonzero(dataset.labels == c) if i != dataset.exemplars[c]]
+        rows.append([int(dataset.exemplars[c]), *others[: per_class - 1]])
+    return picked, rows
 
 
 def write_preview(dataset: Dataset, path: str | os.PathLike, n_classes: int = 10, per_class: int = 10) -> Path:
-    """Write `preview_grid` as a PNG, atomically."""
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(preview_grid(dataset, n_classes, per_class)).save(tmp, format="PNG")
-    return Path(path)
+    """A PNG grid drawn as the report draws drawings (black ink on white): one row per class, labelled with its
+    alphabet and character, the exemplar first; written atomically."""
+    from matplotlib.figure import Figure
+
+    from drawgap.report.figures import save_figure
+
+    picked, rows = preview_rows(dataset, n_classes, per_class)
+    cols = max(len(r) for r in rows)
+    fig = Figure(figsize=(0.62 * cols + 1.3, 0.62 * len(rows) + 0.4), layout="constrained")
+    axes = np.asarray(fig.subplots(len(rows), cols, squeeze=False))
+    for r, (c, row) in enumerate(zip(picked, rows)):
+        for j in range(cols):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(row):
+                ax.imshow(dataset.images[row[j]], cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(str(dataset.classes[c]).replace("/", "\n"), fontsize=6, rotation=0, ha="right", va="center")
+    axes[0, 0].set_title("exemplar", fontsize=7)
+    for j in range(1, cols):
+        axes[0, j].set_title(f"drawing {j}", fontsize=7)
+    return save_figure(fig, Path(path) if Path(path).suffix else Path(path).with_suffix(".png"))

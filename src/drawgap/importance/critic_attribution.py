@@ -32,6 +32,7 @@ from drawgap.critics.protonet import squared_distances
 from drawgap.errors import InputError
 
 METHODS = ("saliency", "integrated_gradients", "smoothgrad", "occlusion", "rise", "sobol")
+RANDOM_METHODS = ("smoothgrad", "rise", "sobol")  # their maps depend on the seed: reliability seed to seed
 DEFAULT_OPTIONS = {
     "saliency": {},
     "integrated_gradients": {"n_steps": 32, "baseline": 0.0},
@@ -183,16 +184,23 @@ def episode_queries(source, per_class: int = 1, seed: int = 0, classes: int = 0)
 def critic_importance(critic, source, method: str = "saliency", *, per_class: int = 1, seed: int = 0,
                       classes: int = 0, batch_size: int = 64, **options) -> "ImportanceMaps":
     """Attribution maps of `critic` for drawings of a dataset or samples file (see `episode_queries`)."""
+    from drawgap.importance import reliability
     from drawgap.importance.maps_file import ImportanceMaps, make_meta
 
     drawings, targets, support, ids, cats = episode_queries(source, per_class, seed, classes)
     maps = critic_maps(critic, drawings, support, targets, method, seed=seed, batch_size=batch_size, **options)
+    if method in RANDOM_METHODS:  # seed-to-seed: the same drawings again with the next seed (twice the time)
+        again = critic_maps(critic, drawings, support, targets, method, seed=seed + 1, batch_size=batch_size, **options)
+        reliable = reliability.summary("seed-to-seed (seeds s and s + 1), Spearman over pixels",
+                                       reliability.spearman_per_map(maps, again))
+    else:
+        reliable = reliability.deterministic(len(maps), f"{method} has no randomness")
     prepared = critic.prepare(drawings)[:, 0].numpy() if hasattr(critic, "prepare") else drawings
     used = {**DEFAULT_OPTIONS[method], **options}
     meta = make_meta(f"critic-{method}", {**used, "per_class": per_class, "classes": classes, "episode_way": int(len(support))}, seed,
                      critic={"name": getattr(critic, "name", None), "kind": getattr(critic, "kind", None),
                              "weights_hash": getattr(critic, "weights_hash", None)},
-                     source=getattr(source, "meta", {}).get("name"))
+                     source=getattr(source, "meta", {}).get("name"), reliability=reliable)
     return ImportanceMaps(maps, ids, cats, meta, images=prepared.astype(np.float32))
 
 

@@ -5,7 +5,12 @@ For each exemplar c, `n_trajectories` drawings are sampled with classifier-free 
 convention, eps = (1 + g) eps_c - g eps_u, null condition = all-zeros exemplar). At every visited timestep t
 in `t_range`, with m_t = sqrt(1 - alphabar_t):
 - "guided" (a):   sum_t | m_t ((1 + g) eps_c - g eps_u) |, the guided noise scaled to data units, the
-  pixel-space analogue of the [LM] released score (SPEC.md 5.2, best guess for ICML);
+  pixel-space analogue of the [LM] released score (SPEC.md 5.2, best guess for ICML). At noise level on the
+  trained strokes CFGDM (see the caveat below), so not among `DEFAULT_KINDS`;
+- "guided_diff" (a'): | sum_t m_t (eps_c - eps_u) |, the guided score with the trajectory's own noise taken
+  out: what the condition adds to the noise prediction (eps_c - eps_u, the part of the guided score that
+  guidance scales), in data units, accumulated with its sign along the trajectory, its magnitude taken at the
+  end. The guided map's reliable replacement in the report (`benchmarks/guided_map_reliability.py`);
 - "implicit" (b): sum_t | eps_c - eps_u | / m_t, the magnitude of CFG's implicit-classifier gradient
   grad_x log p(c | x_t) = -(eps_c - eps_u) / m_t;
 - "loss_grad" (c): sum_t | d L_t / d c |, the gradient w.r.t. the exemplar's pixels of the conditional
@@ -52,7 +57,13 @@ Caveat, measured on the trained strokes CFGDM: the guided map (a) is dominated b
 noise, since at high noise eps_theta ~ the noise x_T itself and m_t weighs those steps most. With 25
 trajectories, maps of two seeds correlate at Spearman ~0.01, while maps of the same seed at 6, 8, 10 or 20
 steps, fp32 or bf16, agree to 1.000. Its ranking says little about the exemplar unless many more
-trajectories are averaged; (b) and (c) do not have this problem (seed-to-seed 0.87 and 0.92).
+trajectories are averaged; (b) and (c) do not have this problem (seed-to-seed 0.87 and 0.92). Averaging (a)
+with its sign over timesteps, or over timesteps and trajectories, before the magnitude does not help
+(seed-to-seed -0.002 and -0.000, 10 exemplars x 4 trajectories, dpm++ 10 steps); taking the unconditional
+noise out does: (a') agrees seed to seed at 0.795 (min 0.768) on the same exemplars, (b) at 0.733.
+
+Every maps file records its reliability (`drawgap.importance.reliability`): the split-half Spearman (Spearman-Brown corrected) over
+trajectories (even vs odd) of each exemplar's map, in `meta["reliability"]`.
 """
 
 from __future__ import annotations
@@ -66,7 +77,8 @@ import torch
 
 from drawgap.errors import InputError
 
-KINDS = ("guided", "implicit", "loss_grad")
+KINDS = ("guided", "guided_diff", "implicit", "loss_grad")
+DEFAULT_KINDS = ("guided_diff", "implicit", "loss_grad")  # "guided" is at noise level (module docstring)
 PRECISIONS = ("auto", "fp32", "bf16")
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -84,7 +96,7 @@ class DiffusionImportance:
     n_trajectories: int = 25
     t_range: tuple[int, int] | None = None
     grad_steps: int = 3
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     batch_size: int = 64
     precision: str = "auto"
     options: dict = field(init=False)
@@ -112,9 +124,10 @@ class DiffusionImportance:
                         "grad_steps": self.grad_steps, "kinds": list(self.kinds), "precision": self.precision}
 
     def attribute(self, exemplars: torch.Tensor, seed: int = 0, progress: bool = False,
-                  return_samples: bool = False) -> dict[str, np.ndarray]:
+                  return_samples: bool = False, return_halves: bool = False) -> dict[str, np.ndarray]:
         """{kind: float32 [C, H, W]} maps for exemplars [C, 1, H, W] in [0, 1]; with `return_samples`, also
-        "samples": the drawings [C, n, H, W] the trajectories end in (clamped to [0, 1], as `sample` returns).
+        "samples": the drawings [C, n, H, W] the trajectories end in (clamped to [0, 1], as `sample` returns);
+        with `return_halves`, also "<kind>/a" and "<kind>/b": the maps of the even and of the odd trajectories.
         `options["precision"]` then holds the precision used ("auto" resolved for the exemplars' device)."""
         from tqdm.auto import tqdm
 
@@ -133,7 +146,8 @@ class DiffusionImportance:
         seeds = item_seeds(int(seed), c, self.n_trajectories).reshape(-1)
         # Whole exemplars per chunk (at least one), so a chunk's trajectories share the batched passes.
         per_chunk = max(1, self.batch_size // self.n_trajectories)
-        out = {k: [] for k in (*self.kinds, *(("samples",) if return_samples else ()))}
+        halves = tuple(f"{k}/{h}" for k in self.kinds for h in "ab") if return_halves and self.n_trajectories >= 2 else ()
+        out = {k: [] for k in (*self.kinds, *halves, *(("samples",) if return_samples else ()))}
         chunks = range(0, c, per_chunk)
         for start in tqdm(chunks, desc="diffusion maps", unit="chunk", disable=not progress):
             ex = exemplars[start: start + per_chunk]
@@ -157,6 +171,7 @@ class DiffusionImportance:
         kept = [int(t) for t in scheduler.timesteps if lo <= int(t) <= hi]
         grad_at = set(_spread(kept, self.grad_steps)) if "loss_grad" in self.kinds else set()
         guided = torch.zeros_like(cond)
+        guided_diff = torch.zeros_like(cond)  # signed: its magnitude is taken at the end
         implicit = torch.zeros_like(cond)
         saved = []  # (t, x_t) where the loss gradient is taken, once x_0 is known
 
@@ -164,10 +179,11 @@ class DiffusionImportance:
             return self._batched(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)])).chunk(2)
 
         def accumulate(t: int, x_t: torch.Tensor, eps_c: torch.Tensor, eps_u: torch.Tensor) -> None:
-            nonlocal guided, implicit
+            nonlocal guided, guided_diff, implicit
             if t in kept:
                 m = float(torch.sqrt(1 - abar[t]))
                 guided += (m * combine(eps_c, eps_u, g)).abs()
+                guided_diff += m * (eps_c - eps_u)
                 implicit += (eps_c - eps_u).abs() / m
             if t in grad_at:
                 saved.append((t, x_t.clone()))
@@ -177,12 +193,16 @@ class DiffusionImportance:
                             device=exemplars.device, on_step=accumulate, guidance=g)
         h, w = x.shape[-2:]
         out = {"samples": x.clamp(0.0, 1.0).reshape(-1, n, h, w).cpu().numpy()}
-        if "guided" in self.kinds:
-            out["guided"] = _mean_over_trajectories(guided, n)
-        if "implicit" in self.kinds:
-            out["implicit"] = _mean_over_trajectories(implicit, n)
-        if "loss_grad" in self.kinds:
-            out["loss_grad"] = _mean_over_trajectories(self._loss_grad(cond, x, saved, abar), n)
+        per_trajectory = {"guided": lambda: guided, "guided_diff": lambda: guided_diff.abs(), "implicit": lambda: implicit,
+                          "loss_grad": lambda: self._loss_grad(cond, x, saved, abar)}
+        for kind in self.kinds:
+            values = per_trajectory[kind]()
+            out[kind] = _mean_over_trajectories(values, n)
+            if n >= 2:  # split halves for the reliability: even and odd trajectories of each exemplar
+                b_, _, hh, ww = values.shape
+                split = values.reshape(b_ // n, n, 1, hh, ww)
+                out[f"{kind}/a"] = split[:, 0::2].mean(1)[:, 0].detach().cpu().numpy()
+                out[f"{kind}/b"] = split[:, 1::2].mean(1)[:, 0].detach().cpu().numpy()
         return out
 
     def _loss_grad(self, cond: torch.Tensor, x0: torch.Tensor, saved: list, abar: torch.Tensor) -> torch.Tensor:
@@ -246,9 +266,9 @@ def for_generator(generator, **options) -> DiffusionImportance:
     if not hasattr(generator, "predict_noise") or not hasattr(generator, "schedule"):
         raise InputError(f"expected an exemplar-conditioned diffusion generator (cfgdm), got {getattr(generator, 'name', type(generator).__name__)!r}",
                          field="generator")
-    kinds = tuple(options.get("kinds", KINDS))
+    kinds = tuple(options.get("kinds", DEFAULT_KINDS))
     guidance = float(options.get("guidance", 1.0))
-    if getattr(generator, "cond_drop_prob", 0.1) == 0 and (guidance != 0 or set(kinds) & {"guided", "implicit"}):
+    if getattr(generator, "cond_drop_prob", 0.1) == 0 and (guidance != 0 or set(kinds) & {"guided", "guided_diff", "implicit"}):
         raise InputError(f"{generator.name} was trained without dropping the condition: it has no unconditional noise "
                          "for the guided and implicit maps; use a cfgdm, or --kind loss_grad with --guidance 0", field="generator")
     generator.eval()
@@ -271,15 +291,23 @@ def exemplars_of(source, classes: int = 0):
 def diffusion_importance(generator, exemplars, classes, *, seed: int = 0, progress: bool = False, image_ids=None,
                          **options) -> dict:
     """{kind: ImportanceMaps} of a diffusion generator for exemplars (any drawgap image array, one per class)."""
+    from drawgap.importance import reliability
     from drawgap.importance.maps_file import ImportanceMaps, make_meta
 
     di = for_generator(generator, **options)
     cond = generator.check_exemplars(exemplars)
-    maps = di.attribute(cond, seed=seed, progress=progress)
+    maps = di.attribute(cond, seed=seed, progress=progress, return_halves=True)
+    n = di.n_trajectories
+    kept = {}
+    for kind in di.kinds:
+        if n >= 2:
+            kept[kind] = reliability.split_half(maps[f"{kind}/a"], maps[f"{kind}/b"], "trajectories", n // 2)
+        else:
+            kept[kind] = reliability.unknown(len(cond), "one trajectory per exemplar, no halves to compare")
     classes = np.asarray(classes).astype(str)
     ids = classes if image_ids is None else np.asarray(image_ids).astype(str)
     images = cond[:, 0].detach().cpu().numpy().astype(np.float32)
     generator_info = {"name": getattr(generator, "name", None), "config": getattr(generator, "config", None)}
-    return {kind: ImportanceMaps(m, ids, classes, make_meta(f"diffusion-{kind}", di.options, seed, generator=generator_info),
-                                 images=images)
-            for kind, m in maps.items()}
+    return {kind: ImportanceMaps(maps[kind], ids, classes, make_meta(f"diffusion-{kind}", di.options, seed, generator=generator_info,
+                                                                     reliability=kept[kind]), images=images)
+            for kind in di.kinds}

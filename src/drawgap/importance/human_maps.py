@@ -288,7 +288,10 @@ def build_human_maps(clicks: Clicks, *, rule: str = "box", radius: int = 9, blur
     n_participants = [len(per_image[img]) for img in ids]
     ceilings = np.array([r[0] for r in reliab])
     median = float(np.nanmedian(ceilings)) if np.isfinite(ceilings).any() else None
+    from drawgap.importance.reliability import from_ceilings
+
     meta = make_meta(f"human-{rule}", options, seed, n_participants=n_participants, ceiling_median=median,
+                     reliability=from_ceilings(ceilings),
                      dropped={**dropped, "images_below_min_participants": int(len(clicks.image_ids) - len(kept))},
                      clicks_meta=clicks.meta)
     return ImportanceMaps(

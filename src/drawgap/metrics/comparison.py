@@ -7,6 +7,7 @@ was evaluated on the same classes; the curve gap of each system against the huma
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -27,14 +28,37 @@ def _unique_names(metrics: Sequence[dict], names: Sequence[str] | None) -> list[
         if len(set(names)) != len(names):
             raise InputError("expected distinct names", field="names")
         return list(names)
-    out: list[str] = []
+    from drawgap.models.naming import system_name
+
+    bases = [str(m.get("system") or f"system{i + 1}") for i, m in enumerate(metrics)]
+    # Files named after their generator alone (metrics written before names said more) get the name their
+    # samples' meta gives (guidance, sampler, steps), so two CFGDMs are told apart by what differs, not by order.
+    shared = {b for b in bases if bases.count(b) > 1}
     for i, m in enumerate(metrics):
-        base = str(m.get("system") or f"system{i + 1}")
+        described = system_name(m.get("samples_meta"))
+        if described and bases[i] in shared and bases[i] == (m.get("samples_meta") or {}).get("generator"):
+            bases[i] = described
+    out: list[str] = []
+    for base in bases:
         name, k = base, 2
-        while name in out:
+        while name in out:  # still the same: the same system evaluated twice
             name, k = f"{base}-{k}", k + 1
         out.append(name)
     return out
+
+
+def reference_mismatch(m: dict, human: dict) -> str | None:
+    """How a system's evaluation differs from the human reference's in classes or drawings per class, in
+    words (None when it does not): distances and curve gaps between them compare different things."""
+    problems = []
+    classes, human_classes = (m.get("per_class") or {}).get("classes"), (human.get("per_class") or {}).get("classes")
+    if classes is not None and human_classes is not None and list(classes) != list(human_classes):
+        shared = len(set(map(str, classes)) & set(map(str, human_classes)))
+        problems.append(f"{len(classes)} classes against the human reference's {len(human_classes)} ({shared} shared)")
+    n, human_n = m.get("samples_per_class"), human.get("samples_per_class")
+    if n is not None and human_n is not None and n != human_n:
+        problems.append(f"{n} drawings per class against the human reference's {human_n}")
+    return "; ".join(problems) or None
 
 
 def _critics_key(m: dict) -> tuple:
@@ -76,6 +100,11 @@ def compare(metrics: Sequence[dict], names: Sequence[str] | None = None, human: 
         return result
 
     by_name = dict(zip(names, metrics))
+    for row in rows:
+        row["reference_mismatch"] = None if row["is_human"] else reference_mismatch(by_name[row["name"]], by_name[human])
+        if row["reference_mismatch"]:
+            warnings.warn(f"{row['name']} was evaluated on {row['reference_mismatch']}: its distance to human and "
+                          "curve gap compare different sets (marked ! in the table)", stacklevel=2)
     distances = distance_to_human({n: (m["diversity"], m["recognizability"]) for n, m in by_name.items()}, human)
     same_classes = len({tuple(m["per_class"]["classes"]) for m in metrics}) == 1
     per_class = None
@@ -109,7 +138,7 @@ def format_table(result: dict) -> str:
     lines = [header]
     for r in result["systems"]:
         lines.append([
-            r["name"] + (" *" if r["is_human"] else ""),
+            r["name"] + (" *" if r["is_human"] else "") + (" !" if r.get("reference_mismatch") else ""),
             _with_ci(r["diversity"], r["ci95"].get("diversity"), ".3f"),
             _fmt(r["diversity_raw"], ".3f"),
             _with_ci(r["recognizability"], r["ci95"].get("recognizability"), ".1f"),
@@ -127,4 +156,7 @@ def format_table(result: dict) -> str:
     else:
         text.append(f"* human reference; distances z-scored over {len(result['zscored_over'])} systems; "
                     "curve gap = mean human - system recognizability over the shared originality range")
+        for r in result["systems"]:
+            if r.get("reference_mismatch"):
+                text.append(f"! {r['name']}: evaluated on {r['reference_mismatch']}")
     return "\n".join(text)

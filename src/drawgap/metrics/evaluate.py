@@ -250,8 +250,10 @@ def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None,
     for critic in (simclr, protonet):
         check_critic_size(critic, s.image_size, path)
     _check_samples_for_metrics(s, path)
-    if name is None:
-        name = s.meta.get("generator") or (Path(path).stem if path else None)
+    if name is None:  # what distinguishes the file: "cfgdm g=2", "human (exemplar excluded)", ...
+        from drawgap.models.naming import system_name
+
+        name = system_name(s.meta) or (Path(path).stem if path else None)
     options = dict(queries=queries, ways=ways, seed=seed, bins=bins, bootstrap=bootstrap, precision=precision,
                    batch_images=batch_images, progress=progress)
     human_metrics, human_samples = (None, None) if human is None else _load_human(human, simclr, protonet)

@@ -20,6 +20,7 @@ from drawgap.data.formats import Samples, read_drawings, write_samples
 from drawgap.data.transforms import to_uint8
 from drawgap.errors import InputError
 from drawgap.models.base import read_generator_record
+from drawgap.models.naming import samples_file_name
 from drawgap.models.registry import load_generator, resolve_run_dir
 from drawgap.provenance import provenance
 
@@ -49,11 +50,6 @@ def read_exemplars(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dic
     ds = drawings
     info = {k: ds.meta.get(k) for k in ("name", "split", "source", "image_size")}
     return ds.exemplar_images(), ds.classes, {"path": str(path), "kind": "dataset", **info}
-
-
-def samples_name(generator: str, guidance: float | None) -> str:
-    """cfgdm, 0.5 -> 'cfgdm_g0.5.npz'; no guidance given -> 'cfgdm.npz'."""
-    return f"{generator}.npz" if guidance is None else f"{generator}_g{format(guidance, 'g')}.npz"
 
 
 def sample_to_files(
@@ -92,12 +88,14 @@ def sample_to_files(
         generator.check_exemplars(images[:1])
     except InputError as exc:
         raise InputError(exc.detail, path=exemplars, field="exemplars") from None
+    warn_other_dataset(run_dir, source)
 
     written = []
     for g in guidance if guidance is not None else [None]:
         options = generator.sampling_options(sampler=sampler, steps=steps, guidance=g)
         drawings = generator.sample(images, per_exemplar, seed=seed, batch_size=batch_size, progress=progress, **options)
-        params = {"guidance": g, **generator.sampling_record(options), "per_exemplar": per_exemplar, "seed": seed}
+        used = options.get("guidance")  # the family's default when not given (cfgdm 1): recorded, never null
+        params = {"guidance": used, **generator.sampling_record(options), "per_exemplar": per_exemplar, "seed": seed}
         meta = {
             "generator": record["generator"],
             "params": params,
@@ -112,6 +110,29 @@ def sample_to_files(
             classes=np.asarray(names),
             meta=meta,
         )
-        written.append(write_samples(samples, Path(out_dir) / samples_name(record["generator"], g)))
+        guided = getattr(generator, "cond_drop_prob", 0) > 0  # a guided family: its file names its guidance
+        name = samples_file_name(record["generator"], used if guided else g)
+        written.append(write_samples(samples, Path(out_dir) / name))
     return written
 
+
+def trained_on(run_dir: Path) -> dict:
+    """The dataset a run was trained on, as its train.json records it ({} when it records none)."""
+    import json
+
+    path = Path(run_dir) / "train.json"
+    try:
+        return dict(json.loads(path.read_text()).get("dataset") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def warn_other_dataset(run_dir: Path, source: dict) -> None:
+    """Warn when the exemplars come from another dataset than the one the generator was trained on (a
+    generator trained on Omniglot draws strokes exemplars of the same size without complaint, but badly)."""
+    import warnings
+
+    trained, given = trained_on(run_dir).get("name"), source.get("name")
+    if trained and given and trained != given:
+        warnings.warn(f"{run_dir} was trained on {trained!r} ({trained_on(run_dir).get('path')}) but the exemplars in "
+                      f"{source.get('path')} come from {given!r}: its drawings may say little about either", stacklevel=2)

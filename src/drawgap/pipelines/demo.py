@@ -11,9 +11,9 @@ alone with the CLI command recorded for it in OUT/demo.json (and shown in the re
                exemplars drawn with the fast sampler (DPM-Solver++) at each guidance value;
 4. evaluate    OUT/metrics/human.json and one metrics file per samples file, against the human reference,
                with the dataset's shipped critics;
-5. importance  OUT/importance/<source>.npz (importance maps) and <source>_ink.json (how each map places its
-               mass on the ink, and how localized it is): the CFGDM's guided-score, implicit-classifier and
-               loss-gradient maps of the first `importance_classes` test exemplars, and the Saliency maps of
+5. importance  OUT/importance/<source>.npz (importance maps, each file with its reliability) and
+               <source>_ink.json (how each map places its mass on the ink, and how localized it is): the
+               CFGDM's guided-score (cond - uncond, accumulated), implicit-classifier and loss-gradient maps of the first `importance_classes` test exemplars, and the Saliency maps of
                both shipped critics for one test drawing of each of those classes (`--importance-classes 0`
                skips it);
 6. report      OUT/report.html and OUT/figures/*.png, *.pdf.
@@ -197,11 +197,16 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
     human = test.to_samples(per_class=cfg.per_exemplar)
     human.samples, human.exemplars, human.classes = (human.samples[:n_classes], human.exemplars[:n_classes],
                                                      human.classes[:n_classes])
+    # whether each kept class's exemplar is among its drawings, for the kept classes only
+    human.meta["exemplar_rows"] = int(sum(test.exemplars[c] in np.flatnonzero(test.labels == c)[:cfg.per_exemplar]
+                                          for c in range(n_classes)))
+    human.meta["exemplar_included"] = human.meta["exemplar_rows"] == n_classes
     human.meta["provenance"] = provenance({"from": str(paths["test"]), "classes": n_classes, "per_class": cfg.per_exemplar},
                                           cfg.seed)
     paths["human"] = write_samples(human, data_dir / "human.npz")
     record.commands.append(f"# human.npz: the first {n_classes} classes x {cfg.per_exemplar} drawings of "
-                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them)")
+                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them where it is one "
+                           f"of the first {cfg.per_exemplar}: {human.meta['exemplar_rows']} of {n_classes} classes)")
     console.print(f"{cfg.data}: {splits['train'].n_classes} train classes, {test.n_classes} test classes; "
                   f"human reference: {n_classes} classes x {cfg.per_exemplar} drawings")
     return paths
@@ -329,7 +334,7 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
     from drawgap.data.formats import read_dataset
     from drawgap.importance.compare import ink_report, strokes_masks
     from drawgap.importance.critic_attribution import critic_importance
-    from drawgap.importance.diffusion_maps import KINDS, diffusion_importance, exemplars_of
+    from drawgap.importance.diffusion_maps import DEFAULT_KINDS, diffusion_importance, exemplars_of
     from drawgap.importance.maps_file import read_maps, write_maps
 
     simclr, protonet = critics or load_critics(cfg.data)
@@ -345,7 +350,7 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
             bar.update(task, description="importance: cfgdm maps")
             generator = load_generator(runs["cfgdm"])
             T = int(generator.schedule.config.num_train_timesteps)
-            options = dict(kinds=KINDS, n_trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++", steps=cfg.sampler_steps,
+            options = dict(kinds=DEFAULT_KINDS, n_trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++", steps=cfg.sampler_steps,
                            guidance=IMPORTANCE_GUIDANCE, t_range=(1, T), grad_steps=IMPORTANCE_GRAD_STEPS,
                            batch_size=IMPORTANCE_BATCH, precision="fp32")
             images, classes, ids = exemplars_of(test, cfg.importance_classes)
@@ -353,7 +358,7 @@ def compute_importance(cfg: DemoConfig, record: DemoRecord, console: Console, ru
                 maps_paths.append(write_maps(m, out_dir / f"cfgdm.{kind}.npz"))  # the CLI's OUT.<kind>.npz
             record.commands.append(cli_command(
                 ["importance", "maps", "diffusion"], runs["cfgdm"], exemplars=test_data, out=out_dir / "cfgdm.npz",
-                kind=list(KINDS), classes=cfg.importance_classes, trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++",
+                kind=list(DEFAULT_KINDS), classes=cfg.importance_classes, trajectories=IMPORTANCE_TRAJECTORIES, sampler="dpm++",
                 steps=cfg.sampler_steps, guidance=IMPORTANCE_GUIDANCE, t_min=1, t_max=T, grad_steps=IMPORTANCE_GRAD_STEPS,
                 batch_size=IMPORTANCE_BATCH, precision="fp32", seed=cfg.seed))
             bar.advance(task)

@@ -151,11 +151,27 @@ def ink_means(results: Results) -> list[tuple[str, dict]]:
     return [(n, m) for n, m in rows if all(m.get(k) is not None for k in keys)]
 
 
+def source_reliability(report: dict) -> dict:
+    """The reliability record of the maps an ink report measured ({} for maps written before it was kept)."""
+    return (report.get("maps_meta") or {}).get("reliability") or {}
+
+
+def noise_sources(results: Results) -> list[tuple[str, float]]:
+    """[(source, reliability)] of the sources whose maps are at noise level (`importance.reliability`)."""
+    return [(s.name, source_reliability(s.report)["spearman"]) for s in results.ink
+            if source_reliability(s.report).get("noise_level")]
+
+
 def ink_sentence(results: Results) -> str | None:
-    """Where the importance maps put their mass, in one sentence; None without ink reports."""
-    rows = ink_means(results)
+    """Where the importance maps put their mass, in one sentence; None without ink reports. Sources at noise
+    level are named as such, not ranked: their measures describe noise."""
+    noise = noise_sources(results)
+    flagged = {name for name, _ in noise}
+    note = "" if not noise else (" " + "; ".join(f"{name} is at noise level (reliability {r:.2f})" for name, r in noise)
+                                 + ": not ranked.")
+    rows = [(n, m) for n, m in ink_means(results) if n not in flagged]
     if not rows:
-        return None
+        return note.strip() and f"Importance:{note}"
 
     def on_ink(m: dict) -> str:
         return (f"{100 * m['mass_on_ink']:.0f} % of its mass on the {100 * m['ink_area']:.0f} % of the pixels that "
@@ -163,14 +179,14 @@ def ink_sentence(results: Results) -> str | None:
 
     if len(rows) == 1:
         name, m = rows[0]
-        return f"Importance: {name} puts {on_ink(m)}, half of it on {100 * m['pixels_50']:.1f} % of the pixels."
+        return f"Importance: {name} puts {on_ink(m)}, half of it on {100 * m['pixels_50']:.1f} % of the pixels.{note}"
     by_ink = sorted(rows, key=lambda r: r[1]["ink_enrichment"], reverse=True)
     (top, mt), (low, ml) = by_ink[0], by_ink[-1]
     local, mp = min(rows, key=lambda r: r[1]["pixels_50"])
     return (f"Importance: of {len(rows)} sources of maps, {top} is the most concentrated on the ink, with {on_ink(mt)}, "
             f"and {low} the least ({100 * ml['mass_on_ink']:.0f} % on {100 * ml['ink_area']:.0f} %, "
             f"{ml['ink_enrichment']:.1f}x); {local} is the most localized, half its mass on "
-            f"{100 * mp['pixels_50']:.1f} % of the pixels.")
+            f"{100 * mp['pixels_50']:.1f} % of the pixels.{note}")
 
 
 def heading_sentences(results: Results) -> list[str]:

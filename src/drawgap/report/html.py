@@ -30,6 +30,7 @@ from drawgap.report.findings import (
     guidance_sweeps,
     heading_sentences,
     ink_sentence,
+    source_reliability,
 )
 from drawgap.report.plots import (
     figure_png,
@@ -108,7 +109,13 @@ def _importance_figure(results: Results) -> ReportFigure | None:
     for path, m in zip(results.importance_paths, maps):
         if m is not human:
             name = maps_source_label(m.meta)
-            models[name if name not in models else f"{name} ({path.stem})"] = m
+            name = name if name not in models else f"{name} ({path.stem})"
+            r = m.meta.get("reliability") or {}
+            if r.get("spearman") is not None:  # beside the source, as in the ink table
+                name += " — NOISE LEVEL" if r.get("noise_level") else f" (reliability {r['spearman']:.2f})"
+                if r.get("noise_level"):
+                    name += f" {r['spearman']:.2f}"
+            models[name] = m
     if not models:
         return None
     cats, drawings, human_maps, model_maps, label = figure_data(human, models)
@@ -207,8 +214,10 @@ def metrics_table(results: Results) -> str:
             "per-class distance (median)", "curve gap (pp)", "gap at high originality (pp)"]
     rows = []
     for r in results.systems:
+        mismatch = r.get("reference_mismatch")
+        flag = f' <strong class="note" title="evaluated on {_e(mismatch)}">!</strong>' if mismatch else ""
         cells = [f"<td>{_e(r['name'])}{' (reference)' if r['is_human'] else ''}</td>",
-                 f"<td>{_e(str(r.get('n_classes')))} × {_e(str(r.get('samples_per_class')))}</td>"]
+                 f"<td>{_e(str(r.get('n_classes')))} × {_e(str(r.get('samples_per_class')))}{flag}</td>"]
         cells += [_cell(r.get(k), (r.get("ci95") or {}).get(k), spec) for k, _, spec in METRIC_COLUMNS]
         cells.append(f"<td>{_num(r.get('distance_to_human'), '.2f')}</td>")
         cells.append(f"<td>{_num(r.get('per_class_distance_median'), '.2f')}</td>")
@@ -216,8 +225,10 @@ def metrics_table(results: Results) -> str:
         cells.append(f"<td>{_num((gaps.get(r['name']) or {}).get('gap'), '+.1f')}</td>")
         cls = "system human" if r["is_human"] else "system"
         rows.append(f'<tr class="{cls}" data-system="{_e(r["name"])}">' + "".join(cells) + "</tr>")
+    notes = "".join(f'<p class="note">! {_e(r["name"])}: evaluated on {_e(r["reference_mismatch"])}; its distance to '
+                    "human and curve gap compare different sets.</p>" for r in results.systems if r.get("reference_mismatch"))
     return ('<table id="metrics"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "\n".join(rows) + "</tbody></table>")
+            + "\n".join(rows) + "</tbody></table>" + notes)
 
 
 INK_COLUMNS = [  # (key in the ink report's "mean", heading, scale, format)
@@ -244,10 +255,23 @@ def stroke_shares(report: dict) -> tuple[float | None, float | None]:
     return float(np.mean([max(s) / sum(s) for s in per_stroke])), float(np.mean([1 / len(s) for s in per_stroke]))
 
 
+def reliability_cell(report: dict) -> str:
+    """A source's reliability as a table cell: the value and how it was measured; flagged at noise level."""
+    r = source_reliability(report)
+    if r.get("spearman") is None:
+        return "-" if not r else f'<span title="{_e(r.get("method", ""))}">-</span>'
+    how = str(r.get("method", "")).split(",")[0]
+    text = f"{r['spearman']:.2f} <span class=\"ci\">{_e(how)}</span>"
+    if r.get("noise_level"):
+        text += (f' <strong class="note">noise level</strong> <span class="ci">(below {r.get("noise_threshold", 0):g}: '
+                 "its measures describe noise, not ranked)</span>")
+    return text
+
+
 def ink_table(results: Results) -> str:
     """A row per source of importance maps: the means of its ink report."""
     with_strokes = any(stroke_shares(s.report)[0] is not None for s in results.ink)
-    head = ["source", "maps", *[h for _, h, _, _ in INK_COLUMNS]]
+    head = ["source", "maps", "reliability (Spearman)", *[h for _, h, _, _ in INK_COLUMNS]]
     if with_strokes:
         head += ["heaviest stroke (% of the mass on strokes)", "same if the strokes weighed the same (%)"]
     rows = []
@@ -256,12 +280,13 @@ def ink_table(results: Results) -> str:
         n = len((source.report.get("per_map") or {}).get("image_ids") or [])
         trajectories = ((source.report.get("maps_meta") or {}).get("options") or {}).get("n_trajectories")
         maps = f"{n}" + ("" if trajectories is None else f" × {_e(str(trajectories))} trajectories")
-        cells = [f"<td>{_e(source.name)}</td>", f"<td>{maps}</td>"]
+        cells = [f"<td>{_e(source.name)}</td>", f"<td>{maps}</td>", f"<td>{reliability_cell(source.report)}</td>"]
         cells += [f"<td>{_num(_scaled(mean.get(k), scale), spec)}</td>" for k, _, scale, spec in INK_COLUMNS]
         if with_strokes:
             share, equal = stroke_shares(source.report)
             cells += [f"<td>{_num(_scaled(share, 100), '.1f')}</td>", f"<td>{_num(_scaled(equal, 100), '.1f')}</td>"]
-        rows.append(f'<tr class="source" data-source="{_e(source.name)}">' + "".join(cells) + "</tr>")
+        noise = ' noise' if source_reliability(source.report).get("noise_level") else ""
+        rows.append(f'<tr class="source{noise}" data-source="{_e(source.name)}">' + "".join(cells) + "</tr>")
     return ('<table id="importance-ink"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "\n".join(rows) + "</tbody></table>")
 
@@ -295,7 +320,11 @@ def importance_html(results: Results, figure: ReportFigure | None) -> str:
             "of pixels that holds 50 % and 90 % of the mass, and the number of 8-connected regions"
             + (f" ({_e(_ink_settings(results))})" if _ink_settings(results) else "")
             + ". Where the drawings' strokes are known (the built-in dataset): the heaviest stroke's share of the mass "
-            "on strokes, next to what it would be if every stroke of the drawing weighed the same. A diffusion map is "
+            "on strokes, next to what it would be if every stroke of the drawing weighed the same. Reliability: how "
+            "consistently a source ranks the pixels of a map (Spearman over pixels, mean over maps): split-half over "
+            "sampling trajectories for diffusion maps (Spearman-Brown corrected), split-half over participants for "
+            "human maps, seed to seed for random critic methods, 1 for deterministic ones; a source below the noise "
+            "threshold is flagged and left out of the ranking above. A diffusion map is "
             "averaged over sampling trajectories (their number is given with the maps): averaged over few, its mass "
             "on the ink is already stable, but it is noisier, with more regions, than the paper's 25-trajectory maps."
             "</p>")
@@ -366,7 +395,34 @@ def _subtitle(results: Results) -> str:
     dataset = ((first.get("samples_meta") or {}).get("dataset") or {})
     data = " ".join(str(dataset.get(k)) for k in ("name", "split") if dataset.get(k))
     return (f"{len(results.systems)} systems" + (f" on {data}" if data else "")
-            + f", evaluated with the critics {critics}. Results directory: {results.root}")
+            + f", evaluated with the critics {critics}. {run_settings(results)} Results directory: {results.root}")
+
+
+def run_settings(results: Results) -> str:
+    """The settings the numbers depend on, in one sentence: classes and drawings per class of each system,
+    the sampler and its steps, and whether the human reference holds the exemplars."""
+    sizes, samplers, human = {}, {}, ""
+    for r in results.systems:
+        m = results.metrics[r["name"]]
+        meta = m.get("samples_meta") or {}
+        sizes.setdefault(f"{m.get('n_classes')} classes x {m.get('samples_per_class')} drawings", []).append(r["name"])
+        params = meta.get("params") or {}
+        if params.get("sampler"):
+            how = params["sampler"] + ("" if params.get("steps") is None else f", {params['steps']} steps")
+            samplers.setdefault(how + ("" if params.get("seed") is None else f", seed {params['seed']}"), []).append(r["name"])
+        if r["is_human"] and "exemplar_included" in meta:
+            rows = meta.get("exemplar_rows")
+            human = (" The human reference holds each class's exemplar among its drawings (the papers' protocol)."
+                     if meta["exemplar_included"] else " The human reference leaves each class's exemplar out." if not rows
+                     else f" The human reference holds the exemplar among the drawings of {rows} of its {m.get('n_classes')} classes.")
+    def phrase(groups: dict) -> str:
+        if len(groups) == 1:
+            return next(iter(groups))
+        return "; ".join(f"{k} ({', '.join(v)})" for k, v in groups.items())
+    text = f"Settings: {phrase(sizes)} per system" if sizes else ""
+    if samplers:
+        text += f"; drawn with {phrase(samplers)}"
+    return (text + "." if text else "") + human
 
 
 def build_report(results_dir: str | os.PathLike, figures_dir: str | os.PathLike | None = None) -> str:

@@ -120,7 +120,7 @@ def plot_originality(systems: Sequence[Mapping], densities: Mapping[str, tuple])
 
 def plot_guidance_sweep(curves: Mapping[float, Mapping], human_curve: Mapping | None = None, generator: str = "CFGDM",
                         ax: Axes | None = None) -> Figure:
-    """ICML Fig. 4: one generalization curve per guidance value (light to dark with g), humans in black.
+    """ICML Fig. 4: one generalization curve per guidance value (orange to dark blue with g), humans in black.
 
     curves: {guidance: {"originality": [...], "recognizability": [...]}}.
     """
@@ -128,11 +128,12 @@ def plot_guidance_sweep(curves: Mapping[float, Mapping], human_curve: Mapping | 
         raise InputError("expected at least one guidance value", field="guidance")
     fig, ax = _axes(ax, figsize=(5.6, 4.4))
     values = sorted(curves)
-    cmap = colormaps["viridis"]
+    cmap = colormaps["plasma"]
     for i, g in enumerate(values):
         c = curves[g]
+        # plasma from orange (lowest g) to dark blue (highest): its yellow end is unreadable on white
         ax.plot(c["originality"], c["recognizability"], marker="o", markersize=3.5,
-                color=cmap(0.9 * i / max(1, len(values) - 1)), label=f"{generator} g={g:g}")
+                color=cmap(0.75 * (1 - i / max(1, len(values) - 1))), label=f"{generator} g={g:g}")
     if human_curve:
         ax.plot(human_curve["originality"], human_curve["recognizability"], color="black", linestyle="--", marker="*",
                 markersize=9, label="human")
@@ -192,5 +193,5 @@ def plot_sample_grid(classes: Sequence[str], exemplars: np.ndarray, sources: Map
 
 
 def _short(name: str, width: int = 16) -> str:
-    name = str(name).split("/")[-1]
-    return name if len(name) <= width else name[: width - 1] + "…"
+    """A row label: alphabet and character on their own lines (the character alone repeats across alphabets)."""
+    return "\n".join(p if len(p) <= width else p[: width - 1] + "…" for p in str(name).split("/")[-2:])

@@ -22,7 +22,8 @@ from drawgap.metrics.metrics_file import METRICS_FORMAT, read_metrics
 
 DEMO_RECORD = "demo.json"
 KNOWN_GENERATORS = {"ddpm": "DDPM", "cfgdm": "CFGDM", "fsdm": "FSDM"}
-DIFFUSION_MAP_NAMES = {"guided": "guided score", "implicit": "implicit classifier", "loss_grad": "loss gradient"}
+DIFFUSION_MAP_NAMES = {"guided": "guided score", "guided_diff": "guided score (cond - uncond, accumulated)",
+                       "implicit": "implicit classifier", "loss_grad": "loss gradient"}
 INK_SUFFIX = "_ink"  # the demo names an ink report after its maps file: cfgdm.guided.npz -> cfgdm.guided_ink.json
 
 
@@ -69,15 +70,20 @@ class Results:
 
 def system_label(metrics: dict) -> str:
     """Display name: `human`, `DDPM`, `CFGDM g=0.5`, or the metrics' `system` (a name given at evaluation)."""
+    from drawgap.models.naming import GUIDED_GENERATORS, system_name
+
     meta = metrics.get("samples_meta") or {}
     generator, system = meta.get("generator"), metrics.get("system")
     if system == "human" or generator == "human":
         return "human"
-    if system not in (None, generator):
+    if system not in (None, generator, system_name(meta)):  # a name given at evaluation
         return str(system)
     if generator in KNOWN_GENERATORS:
         g = (meta.get("params") or {}).get("guidance")
-        return KNOWN_GENERATORS[generator] + ("" if g is None else f" g={float(g):g}")
+        if g is None and generator in GUIDED_GENERATORS:
+            g = 1.0  # files from before the guidance used was recorded: cfgdm's default
+        shown = g is not None and (generator in GUIDED_GENERATORS or float(g) != 0)  # DDPM's 0 says nothing
+        return KNOWN_GENERATORS[generator] + (f" g={float(g):g}" if shown else "")
     return str(system or generator or "system")
 
 
