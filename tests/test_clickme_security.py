@@ -20,7 +20,7 @@ from drawgap.clickme.config import GameConfig
 from drawgap.clickme.testing import ServerProcess, free_port, make_test_stimuli
 
 TOKEN = "x-participant-token"
-JOIN_BURST, PARTNER_BURST, PARTNER_RATE = 10, 120, 60.0  # GameConfig's defaults: one address's starts and partner tokens
+JOIN_BURST, PARTNER_BURST, PARTNER_RATE = 10, 40, 20.0  # GameConfig's defaults: one address's starts and partner tokens
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,8 @@ def test_participant_flooding_from_one_address_is_limited(stimuli, tmp_path):
             assert codes[200] == JOIN_BURST and codes[429] == 30 - JOIN_BURST, codes
             assert int(next(r for r in answers if r.status_code == 429).headers["retry-after"]) >= 1
             # Big partner queries from the fake participants, all at once: each costs 5 tokens (3,000 points).
-            # Their own buckets would let 4 + 4/s through each (40+ in all); the address's (120, then 60 a
-            # second) lets (120 + 60 t) / 5 through, whichever participant asks.
+            # Their own buckets would let 4 + 4/s through each (40+ in all); the address's (40, then 20 a
+            # second) lets (40 + 20 t) / 5 through, whichever participant asks.
             from concurrent.futures import ThreadPoolExecutor
 
             big = [[k % 256, k // 256, k] for k in range(3000)]
@@ -258,6 +258,8 @@ def test_a_slow_request_body_times_out(stimuli, tmp_path):
             started = time.monotonic()
             answer = sock.recv(4096)
             waited = time.monotonic() - started
+            while chunk := sock.recv(4096):  # the headers and the body may come in separate packets
+                answer += chunk
     finally:
         server.stop()
     assert answer.startswith(b"HTTP/1.1 408") and b"not received within 10 s" in answer  # the default
@@ -277,3 +279,45 @@ def test_the_participant_cache_is_bounded(stimuli, tmp_path):
     assert store.cached_participant("s", "p0") is None and store.cached_participant("s", "p5") is not None
     info = store.authenticate("s", "p0", made[0][1])  # evicted, read back from the database
     assert info.trials == made[0][0].trials and len(store._participants) == 3
+
+
+def test_an_empty_address_bucket_refuses_before_the_body_is_read():
+    """EarlyRefusal (outermost middleware): once an address's bucket is empty its next POST gets 429 without
+    the body being read (`receive` never called) or the route run; other addresses and routes pass through,
+    and a look spends no token."""
+    import asyncio
+
+    from drawgap.clickme.security import EarlyRefusal, RateLimiter
+
+    limiter = RateLimiter({"address_partner": (1e-9, 2.0)})  # two tokens, (practically) no refill
+    reached = []
+
+    async def route(scope, receive, send):
+        reached.append(scope["client"][0])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app = EarlyRefusal(route, limiter, {"/api/partner": ("partner queries from this address", lambda a: [("address_partner", a)])})
+
+    def post(host: str, path: str = "/api/partner") -> tuple[int, dict]:
+        sent = []
+
+        async def never_read():
+            raise AssertionError("the body was read")
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "client": (host, 5000), "headers": []}
+        try:
+            asyncio.run(app(scope, never_read, send))
+        except AssertionError:
+            pass  # the route (a stand-in) does not read bodies either; only a refusal must not
+        start = sent[0]
+        return start["status"], dict(start["headers"])
+
+    assert post("127.0.0.9")[0] == 200 and post("127.0.0.9")[0] == 200  # looking spends nothing ...
+    assert limiter.acquire([("address_partner", "127.0.0.9")], 2.0) == 0.0  # ... the route spends: here, all of it
+    status, headers = post("127.0.0.9")
+    assert status == 429 and int(headers[b"retry-after"]) >= 1 and reached == ["127.0.0.9"] * 2
+    assert post("127.0.0.10")[0] == 200 and post("127.0.0.9", "/api/trials")[0] == 200  # other address, route

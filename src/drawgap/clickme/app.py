@@ -44,7 +44,7 @@ from drawgap.clickme.db import make_engine, normalize_url
 from drawgap.clickme.partner import Partner
 from drawgap.clickme.processes import check_port_free, exit_with_parent, rate_limit_path
 from drawgap.clickme.schemas import TIME_SLACK_MS, ParticipantIn, PartnerIn, TrialIn, point_problems, trial_problems
-from drawgap.clickme.security import (PARTICIPANT_TOKEN_HEADER, GuardMiddleware, RateLimiter, SharedRateLimiter,
+from drawgap.clickme.security import (PARTICIPANT_TOKEN_HEADER, EarlyRefusal, GuardMiddleware, RateLimiter, SharedRateLimiter,
                                       client_address, recognition_proof, token_matches)
 from drawgap.clickme.status import stimulus_progress, totals
 from drawgap.clickme.stimuli import load_stimuli
@@ -104,6 +104,10 @@ def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = No
     app = FastAPI(title="drawgap ClickMe", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store, app.state.engine, app.state.config, app.state.partner = store, engine, config, partner
     app.add_middleware(GuardMiddleware, max_body_bytes=config.max_body_bytes, body_timeout_s=config.body_timeout_s)
+    app.add_middleware(EarlyRefusal, limiter=limiter, routes={  # outermost: before the body is read
+        "/api/participants": ("new participants", lambda a: [("address_join", a), ("total_join", None)]),
+        "/api/partner": ("partner queries from this address", lambda a: [("address_partner", a)]),
+    })
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(_req, exc: RequestValidationError):

@@ -69,8 +69,8 @@ class GameConfig:
     # Abuse limits, shared by the server's processes: partner queries per client address and in total (a query
     # costs one token per `time_limit_ms / sample_interval_ms` points, so a 3,000-point query costs five), and new
     # participants per client address and in total. One address may be a lab behind one router: keep room.
-    address_partner_rate_per_s: float = 60.0
-    address_partner_burst: int = 120
+    address_partner_rate_per_s: float = 20.0
+    address_partner_burst: int = 40
     total_partner_rate_per_s: float = 400.0
     total_partner_burst: int = 400
     address_join_rate_per_s: float = 0.2
