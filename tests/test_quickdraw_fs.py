@@ -159,3 +159,20 @@ def test_categories_all_means_every_category_file_in_source(source, cli, tmp_pat
     empty.mkdir()
     none = cli("data", "quickdraw-fs", "--categories", "all", "--source", empty, "--out", tmp_path / "y")
     assert none.code == 2 and "no *.ndjson files" in none.err and not (tmp_path / "y").exists()
+
+
+def test_preview_shows_the_sub_categories_of_a_category(source, cli, tmp_path):
+    src, _ = source
+    r = cli("data", "quickdraw-fs", "--categories", "all", "--source", src, "--out", tmp_path / "d", "--min-cluster", 50,
+            "--seed", 3, "--preview", tmp_path / "p.png", "--preview-category", "pointy")
+    assert r.code == 0, r
+    assert "the sub-categories of pointy" in r.out
+    from PIL import Image
+
+    with Image.open(tmp_path / "p.png") as im:  # three rows (pointy/0..2) of ten drawings, black ink on white
+        assert im.size[1] < im.size[0] and np.asarray(im.convert("L")).mean() > 200
+    bad = cli("data", "quickdraw-fs", "--categories", "pointy", "--source", src, "--out", tmp_path / "e", "--min-cluster", 50,
+              "--preview", tmp_path / "q.png", "--preview-category", "dog")
+    assert bad.code == 2 and "--preview-category" in bad.err and not (tmp_path / "e").exists()
+    alone = cli("data", "quickdraw-fs", "--categories", "pointy", "--source", src, "--out", tmp_path / "f", "--preview", tmp_path / "q.png")
+    assert alone.code == 2 and "--preview-category" in alone.err and not (tmp_path / "f").exists()

@@ -271,6 +271,8 @@ def data_quickdraw_fs(
     as_samples: bool = typer.Option(False, "--as-samples", help="Write samples files (the human reference) instead."),
     exclude_exemplar: bool = typer.Option(False, "--exclude-exemplar", help=_EXCLUDE_HELP),
     workers: int = typer.Option(2, "--workers", help="Processes rendering categories while one clusters (the files do not depend on it)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", callback=_writable_file, help="Also write a PNG of the sub-categories of the --preview-category categories."),
+    preview_category: Optional[list[str]] = typer.Option(None, "--preview-category", help="A category whose sub-categories --preview shows (repeatable)."),
 ) -> None:
     """Rebuild QuickDraw-FS (SPEC.md 1.2, a documented reconstruction): sub-categories by clustering."""
     from drawgap.data.exemplars import load_feature_critic
@@ -281,10 +283,20 @@ def data_quickdraw_fs(
         clusters_per_category=clusters_per_category, selection=selection, test_fraction=test_fraction, seed=seed,
         max_per_category=max_per_category, recognized_only=recognized_only, on_error=_on_error_option(on_error), critic=critic,
     )
+    if preview is not None and not preview_category:
+        raise InputError("--preview needs at least one --preview-category", field="--preview")
+    unknown = sorted(set(preview_category or ()) - set(config.categories))
+    if unknown:
+        raise InputError(f"expected categories being built, got {unknown}", field="--preview-category")
     model = None if critic is None else load_feature_critic(critic)
     with _quickdraw_warnings():
         splits = build_quickdraw_fs(config, source=source, critic=model, progress=sys.stderr.isatty(), workers=workers)
     _write_splits(splits, out, as_samples, exclude_exemplar)
+    if preview is not None:
+        from drawgap.data.quickdraw_fs import write_sub_category_preview
+
+        path = write_sub_category_preview(splits, preview_category, preview)
+        _echo_written("preview", path, f"the sub-categories of {', '.join(preview_category)}, exemplar first")
 
 
 # --------------------------------------------------------------------------------- evaluate / compare

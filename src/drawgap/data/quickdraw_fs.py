@@ -240,6 +240,33 @@ def _split(classes: list[SubCategory], config: QuickDrawFSConfig, source, critic
     return out
 
 
+def write_sub_category_preview(splits: dict, categories: Sequence[str], path: str | os.PathLike, per_class: int = 10):
+    """A PNG of the sub-categories of `categories` (both splits), one row each, exemplar first, drawn as the
+    report draws drawings: how the clustering split a category (e.g. analog and digital alarm clocks)."""
+    from drawgap.data.formats import Dataset
+    from drawgap.data.strokes import write_preview
+
+    wanted = set(categories)
+    images, labels, names, exemplars = [], [], [], []
+    for ds in splits.values():
+        for c, name in enumerate(ds.classes):
+            if str(name).rsplit("/", 1)[0] in wanted:
+                members = np.flatnonzero(ds.labels == c)
+                exemplars.append(sum(len(x) for x in images) + int(np.flatnonzero(members == ds.exemplars[c])[0]))
+                images.append(ds.images[members])
+                labels.append(np.full(len(members), len(names)))
+                names.append(str(name))
+    missing = wanted - {n.rsplit("/", 1)[0] for n in names}
+    if missing:
+        raise InputError(f"no sub-category of {sorted(missing)} was kept", field="--preview-category")
+    order = np.argsort(names, kind="stable")  # a category's sub-categories side by side
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    subset = Dataset(images=np.concatenate(images), labels=rank[np.concatenate(labels)],
+                     classes=np.array(names)[order], exemplars=np.array(exemplars)[order], meta={"name": "quickdraw-fs"})
+    return write_preview(subset, path, n_classes=len(names), per_class=per_class)
+
+
 def quickdraw_fs_config(categories: Sequence[str], **options) -> QuickDrawFSConfig:
     """A checked config from a list of categories and keyword options (the CLI's path)."""
     return QuickDrawFSConfig(categories=list(categories), **options).check()
