@@ -16,6 +16,9 @@ Per attention step t = 1..T (`time_steps`, base 60):
   batch; optional beta annealing (linear from 0.2 beta to beta over `anneal_steps` steps).
 - **Optimiser.** Adam(1e-3, (0.9, 0.999)), gradient-norm clip 5, ReduceLROnPlateau(patience 10, factor 0.5).
 
+At z 80, LSTM 400, glimpse 15 it has 2,499,159 parameters, the count of the authors' shipped example model
+(SPEC.md 2.4), whatever T (the networks are shared across steps).
+
 Choices where SPEC.md leaves one open (or where drawgap's loop differs from the authors' script):
 
 - The split of h into "where" and "what" is h[:100] / h[100:] for the paper's LSTM 400; drawgap takes a
