@@ -349,14 +349,10 @@ def evaluate_cmd(
     if "by_critics" not in metrics:
         _echo_written("metrics", path, headline(metrics))
         return
-    from drawgap.metrics.agreement import AGREEMENT_SCORES
+    from drawgap.metrics.comparison import format_agreement
 
-    summary = "; ".join(f"{pair}: {headline(m)}" for pair, m in metrics["by_critics"].items())
-    r = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    for a in metrics["agreement"]:
-        summary += (f"; agreement {' vs '.join(a['critics'])} over {a[AGREEMENT_SCORES[0]]['n']} classes "
-                    "(Pearson/Spearman): " + ", ".join(f"{k} {r(a[k]['pearson'])}/{r(a[k]['spearman'])}"
-                                                        for k in AGREEMENT_SCORES))
+    summary = "; ".join([*(f"{pair}: {headline(m)}" for pair, m in metrics["by_critics"].items()),
+                         *(f"agreement {format_agreement(a)}" for a in metrics["agreement"])])
     _echo_written("metrics", path, summary)
 
 
