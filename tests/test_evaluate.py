@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 import threading
 
 import numpy as np
@@ -328,3 +329,143 @@ def test_cli_evaluate_a_dataset_file_says_so_and_how_to_make_samples(cli, tmp_pa
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1
     assert "expected a samples file, got a dataset file" in r.err and "--as-samples" in r.err
     assert "drawgap sample RUN --exemplars" in r.err and not (tmp_path / "m.json").exists()
+
+
+# ------------------------------------------------------------------ several critic pairs (issue 16 item 4)
+
+
+@pytest.fixture(scope="module")
+def critics_b():
+    """A second, independently initialised critic pair."""
+    torch.manual_seed(1)
+    return SimCLRCritic("omniglot", image_size=SIZE), ProtoNetCritic("omniglot", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def pair_prefixes(critics, critics_b, tmp_path_factory):
+    """Two critic pairs saved as <prefix>-simclr / <prefix>-protonet, named on the CLI by their prefixes."""
+    root = tmp_path_factory.mktemp("pairs")
+    for prefix, (simclr, protonet) in (("a", critics), ("b", critics_b)):
+        save_critic(simclr, root / f"{prefix}-simclr")
+        save_critic(protonet, root / f"{prefix}-protonet")
+    return str(root / "a"), str(root / "b")
+
+
+def _without_provenance(m):
+    return {k: v for k, v in m.items() if k not in ("provenance", "by_critics", "agreement")}
+
+
+def test_correlation_golden_values():
+    from drawgap.metrics.agreement import correlation
+
+    # deviations (-1.5, -.5, .5, 1.5) and (-1.5, .5, -.5, 1.5): sum of products 4, sums of squares 5 -> 0.8;
+    # the values are their own ranks, so Spearman is 0.8 too
+    c = correlation([1, 2, 3, 4], [1, 3, 2, 4])
+    assert c["n"] == 4 and c["pearson"] == pytest.approx(0.8) and c["spearman"] == pytest.approx(0.8)
+    assert 0 < c["pearson_p"] < 1 and 0 < c["spearman_p"] < 1
+    # every class scored alike by one critic: no correlation to speak of, recorded as None (JSON null)
+    assert correlation([100.0] * 5, [1, 2, 3, 4, 5])["pearson"] is None
+    assert correlation([1, 2], [2, 1])["spearman"] is None
+
+
+def test_several_critic_pairs_first_pair_unchanged_and_agreement_is_scipys(critics, critics_b):
+    from scipy import stats
+
+    s = _noisy(_exemplars(), 0.0, 1, "model")
+    # classes of growing noise, so that per-class scores vary and the critics have something to agree on
+    rng = np.random.default_rng(5)
+    flip = np.linspace(0.02, 0.35, C)[:, None, None, None]
+    mask = rng.random(s.samples.shape) < flip
+    s = Samples(np.where(mask, 255 - s.samples, s.samples).astype(np.uint8), s.exemplars, s.classes, s.meta)
+    with pytest.warns(UserWarning):
+        alone_a = evaluate(s, simclr=critics[0], protonet=critics[1], **FAST)
+        alone_b = evaluate(s, simclr=critics_b[0], protonet=critics_b[1], **FAST)
+        both = evaluate(s, critics={"a": critics, "b": critics_b}, **FAST)
+    assert _without_provenance(both) == _without_provenance(alone_a)  # every top-level number unchanged
+    assert list(both["by_critics"]) == ["a", "b"]
+    for pair, alone in (("a", alone_a), ("b", alone_b)):
+        entry = both["by_critics"][pair]
+        for key in ("diversity", "diversity_raw", "recognizability", "originality", "vendi", "generalization_curve"):
+            assert entry[key] == alone[key], (pair, key)
+        assert entry["ci95"] == alone["ci95"] and entry["critics"] == alone["critics"]
+    assert alone_a["recognizability"] != alone_b["recognizability"]  # the two critics do differ
+    [agreement] = both["agreement"]
+    assert agreement["critics"] == ["a", "b"]
+    for key in ("diversity", "recognizability", "originality"):
+        x, y = np.array(alone_a["per_class"][key]), np.array(alone_b["per_class"][key])
+        pearson, spearman = stats.pearsonr(x, y), stats.spearmanr(x, y)
+        got = agreement[key]
+        assert got["n"] == C
+        assert got["pearson"] == pytest.approx(pearson.statistic) and got["pearson_p"] == pytest.approx(pearson.pvalue)
+        assert got["spearman"] == pytest.approx(spearman.statistic) and got["spearman_p"] == pytest.approx(spearman.pvalue)
+
+
+def test_cli_evaluate_with_two_critic_pairs_then_compare_and_report(cli, pair_prefixes, tmp_path):
+    from drawgap.report.html import build_report
+
+    a, b = pair_prefixes
+    ex = _exemplars()
+    model = write_samples(_noisy(ex, 0.15, 1, "model"), tmp_path / "model.npz")
+    human = write_samples(_noisy(ex, 0.05, 2, "human"), tmp_path / "human.npz")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    opts = ("--queries", 20, "--bootstrap", 100)
+    r = cli("evaluate", model, "--critics", f"{a},{b}", "--human", human, *opts, "--out", runs / "model.json")
+    assert r.code == 0, r
+    assert f"{a}: diversity" in r.out and f"{b}: diversity" in r.out and f"agreement {a} vs {b} over {C} classes" in r.out
+    both = read_metrics(runs / "model.json")
+    r = cli("evaluate", model, "--critics", a, "--human", human, *opts, "--out", tmp_path / "alone.json")
+    assert r.code == 0 and "agreement" not in r.out
+    alone = read_metrics(tmp_path / "alone.json")
+    assert "by_critics" not in alone and _without_provenance(both) == _without_provenance(alone)
+    assert both["by_critics"][a]["curve_gap"] == alone["curve_gap"]
+    assert both["provenance"]["config"]["critics"] == f"{a},{b}"
+
+    # the human reference as a metrics file evaluated with both pairs serves each pair
+    r = cli("evaluate", human, "--critics", f"{a},{b}", *opts, "--out", runs / "human.json")
+    assert r.code == 0, r
+    r = cli("evaluate", model, "--critics", f"{a},{b}", "--human", runs / "human.json", *opts, "--out", tmp_path / "m2.json")
+    assert r.code == 0, r
+    again = read_metrics(tmp_path / "m2.json")
+    for pair in (a, b):
+        assert again["by_critics"][pair]["curve_gap"] == both["by_critics"][pair]["curve_gap"]
+        assert again["by_critics"][pair]["human"] == both["by_critics"][pair]["human"]
+
+    r = cli("compare", runs / "model.json", runs / "human.json")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert sum(line.strip().startswith(f"critics {a}") for line in lines) == 2
+    b_line = next(line for line in lines if line.strip().startswith(f"critics {b}"))  # the model's, listed first
+    assert f"{both['by_critics'][b]['recognizability']:.1f}" in b_line
+    gap = both["by_critics"][b]["curve_gap"]["gap"]
+    assert b_line.split()[-1] == ("-" if gap is None else f"{gap:+.2f}")
+    assert f"critic agreement of model, {a} vs {b} over {C} classes" in r.out
+
+    html = build_report(runs)
+    rows = {(of, pair): cells for of, pair, cells in
+            re.findall(r'<tr class="critics" data-of="([^"]*)" data-critics="([^"]*)">(.*?)</tr>', html, re.S)}
+    assert set(rows) == {(of, pair) for of in ("human", "model") for pair in (a, b)}
+    assert f"<td>{both['by_critics'][b]['recognizability']:.1f} " in rows["model", b]
+    assert "Critic agreement of model, per-class" in html and "Critic agreement of human, per-class" in html
+
+
+def test_cli_evaluate_refuses_a_critic_pair_by_its_name(cli, pair_prefixes, tmp_path):
+    s = write_samples(_noisy(_exemplars(), 0.1, 1, "m"), tmp_path / "s.npz")
+    out = tmp_path / "m.json"
+    for critics in (f"{pair_prefixes[0]},omniglot-zz", "omniglot-zz", f"{pair_prefixes[0]},{pair_prefixes[0]}",
+                    f"{pair_prefixes[0]},"):
+        r = cli("evaluate", s, "--critics", critics, "--out", out)
+        assert r.code == 2, (critics, r)
+        assert len(r.err.strip().splitlines()) == 1 and "critics" in r.err
+        assert "omniglot-zz" in r.err or "distinct" in r.err or "comma-separated" in r.err
+        assert not out.exists()
+    r = cli("evaluate", s, "--critics", f"{pair_prefixes[0]},omniglot-zz", "--out", out)
+    assert "shipped critic pair (omniglot, strokes)" in r.err and "got 'omniglot-zz'" in r.err
+
+
+def test_metrics_without_by_critics_read_and_compare_as_before(three_systems):
+    assert not any("by_critics" in m for m in three_systems)
+    result = compare(three_systems)
+    assert not any("by_critics" in row or "agreement" in row for row in result["systems"])
+    text = format_table(result)
+    assert "critics" not in text and len(text.splitlines()) == 2 + 3 + 1

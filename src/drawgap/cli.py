@@ -317,7 +317,7 @@ def _metric_warnings_to_stderr():
 def evaluate_cmd(
     samples: Path = typer.Argument(..., help="Samples file (.npz) to evaluate: a model's drawings, or humans'."),
     out: Path = typer.Option(..., "--out", callback=_writable_file, help="Metrics file to write (metrics.json)."),
-    critics: Optional[str] = typer.Option(None, "--critics", help="Critic pair by prefix: omniglot = omniglot-simclr + omniglot-protonet (also: strokes)."),
+    critics: Optional[str] = typer.Option(None, "--critics", help="Critic pair by prefix: omniglot = omniglot-simclr + omniglot-protonet (also: strokes); several, comma-separated (omniglot,omniglot-b), add each pair's scores (by_critics) and their per-class agreement."),
     simclr: Optional[str] = typer.Option(None, "--simclr", help="SimCLR critic (name or directory), instead of --critics."),
     protonet: Optional[str] = typer.Option(None, "--protonet", help="ProtoNet critic (name or directory), instead of --critics."),
     human: Optional[Path] = typer.Option(None, "--human", help="Human reference: samples file (.npz) or its metrics (.json); adds distance_to_human and curve_gap."),
@@ -338,11 +338,21 @@ def evaluate_cmd(
                            ways=ways, bins=bins, seed=seed, bootstrap=bootstrap, precision=precision, name=name,
                            progress=sys.stderr.isatty())
     path = write_metrics(metrics, out)
-    summary = (f"diversity {metrics['diversity']:.3f} (raw {metrics['diversity_raw']:.3f}), recognizability "
-               f"{metrics['recognizability']:.1f}%, originality {metrics['originality']:.3f}, vendi {metrics['vendi']:.2f}")
-    if "distance_to_human" in metrics:
-        gap = metrics["curve_gap"]["gap"]
-        summary += f", curve gap to human {'-' if gap is None else format(gap, '+.2f')} pp"
+    def headline(m: dict) -> str:
+        text = (f"diversity {m['diversity']:.3f} (raw {m['diversity_raw']:.3f}), recognizability "
+                f"{m['recognizability']:.1f}%, originality {m['originality']:.3f}, vendi {m['vendi']:.2f}")
+        if "curve_gap" in m:
+            gap = m["curve_gap"]["gap"]
+            text += f", curve gap to human {'-' if gap is None else format(gap, '+.2f')} pp"
+        return text
+
+    if "by_critics" not in metrics:
+        _echo_written("metrics", path, headline(metrics))
+        return
+    from drawgap.metrics.comparison import format_agreement
+
+    summary = "; ".join([*(f"{pair}: {headline(m)}" for pair, m in metrics["by_critics"].items()),
+                         *(f"agreement {format_agreement(a)}" for a in metrics["agreement"])])
     _echo_written("metrics", path, summary)
 
 

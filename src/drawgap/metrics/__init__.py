@@ -4,9 +4,11 @@ bootstrap intervals.
 
 Each metric is a plain function on critic features and a `Metric` object (`metrics/base.py`: `update` on
 one batch of critic outputs, `compute`, `reset`, and `report`, its entries and intervals in metrics.json).
-`evaluate` runs the list `METRICS` on a samples file, embedding every drawing once per critic.
+`evaluate` runs the list `METRICS` on a samples file, embedding every drawing once per critic; with several
+critic pairs it adds each pair's scores and their per-class agreement (`critic_agreement`).
 """
 
+from drawgap.metrics.agreement import critic_agreement
 from drawgap.metrics.bootstrap import bootstrap_ci, ratio_of_means
 from drawgap.metrics.comparison import compare, format_table
 from drawgap.metrics.distance import curve_gap, distance_to_human, per_class_distance_to_human, zscores
@@ -32,7 +34,7 @@ from drawgap.metrics.vendi import Vendi, vendi_score
 __all__ = [
     "METRICS", "CriticOutputs", "Diversity", "Metric", "Originality", "Recognizability", "Report", "Vendi",
     "bin_edges", "binned_recognizability", "bootstrap_ci", "class_diversity", "compare", "curve_gap",
-    "class_recognizability", "distance_to_human", "evaluate", "evaluation_tasks", "exemplar_distances", "feature_scale",
+    "class_recognizability", "critic_agreement", "distance_to_human", "evaluate", "evaluation_tasks", "exemplar_distances", "feature_scale",
     "format_table", "generalization_curve", "mean_diversity", "per_class_distance_to_human", "ratio_of_means", "read_metrics",
     "resolve_critics", "sample_originality", "vendi_score", "write_metrics", "zscores",
 ]

@@ -66,6 +66,14 @@ def _critics_key(m: dict) -> tuple:
     return tuple((critics.get(k) or {}).get("weights_hash") for k in ("simclr", "protonet"))
 
 
+def critic_pair_rows(m: dict) -> dict[str, dict]:
+    """{critic pair: its scalars, ci95 and curve gap to the human reference evaluated with it (if any)} of a
+    metrics file evaluated with several critic pairs (`by_critics`); its top level is the first pair's."""
+    return {pair: {**{k: entry.get(k) for k in SCALARS}, "ci95": {k: (entry.get("ci95") or {}).get(k) for k in SCALARS},
+                   "curve_gap": (entry.get("curve_gap") or {}).get("gap")}
+            for pair, entry in (m.get("by_critics") or {}).items()}
+
+
 def compare(metrics: Sequence[dict], names: Sequence[str] | None = None, human: str | None = None) -> dict:
     """Rows of scalars for each system, with distance to human z-scored over all of them.
 
@@ -94,7 +102,8 @@ def compare(metrics: Sequence[dict], names: Sequence[str] | None = None, human: 
                      "ci95": {k: (m.get("ci95") or {}).get(k) for k in SCALARS},
                      "generalization_curve": m.get("generalization_curve"),
                      "curve_ci95": (m.get("ci95") or {}).get("generalization_curve"),
-                     "n_classes": m.get("n_classes"), "samples_per_class": m.get("samples_per_class")})
+                     "n_classes": m.get("n_classes"), "samples_per_class": m.get("samples_per_class"),
+                     **({"by_critics": critic_pair_rows(m), "agreement": m.get("agreement")} if "by_critics" in m else {})})
     result = {"systems": rows, "human": human, "zscored_over": names}
     if human is None:
         return result
@@ -131,26 +140,46 @@ def _with_ci(value, ci, spec: str) -> str:
     return text if not ci else f"{text} [{format(ci[0], spec)}, {format(ci[1], spec)}]"
 
 
+def format_agreement(a: dict) -> str:
+    """`omniglot vs omniglot-b over 150 classes (Pearson/Spearman): diversity 0.86/0.85, ...` from one
+    entry of metrics.json's `agreement`."""
+    from drawgap.metrics.agreement import AGREEMENT_SCORES
+
+    n = (a.get(AGREEMENT_SCORES[0]) or {}).get("n")
+    return (f"{' vs '.join(a['critics'])} over {n} classes (Pearson/Spearman): "
+            + ", ".join(f"{k} {_fmt(a[k]['pearson'], '.2f')}/{_fmt(a[k]['spearman'], '.2f')}" for k in AGREEMENT_SCORES if k in a))
+
+
 def format_table(result: dict) -> str:
     """The comparison as a plain-text table (one line per system, humans marked with *)."""
     header = ["system", "diversity [95% CI]", "div. raw", "recognizability % [95% CI]", "originality", "vendi",
               "dist. to human", "per-class median", "curve gap (pp)"]
     lines = [header]
+
+    def scores(r: dict) -> list[str]:
+        return [_with_ci(r["diversity"], r["ci95"].get("diversity"), ".3f"), _fmt(r["diversity_raw"], ".3f"),
+                _with_ci(r["recognizability"], r["ci95"].get("recognizability"), ".1f"),
+                _fmt(r["originality"], ".3f"), _fmt(r["vendi"], ".2f")]
+
     for r in result["systems"]:
         lines.append([
             r["name"] + (" *" if r["is_human"] else "") + (" !" if r.get("reference_mismatch") else ""),
-            _with_ci(r["diversity"], r["ci95"].get("diversity"), ".3f"),
-            _fmt(r["diversity_raw"], ".3f"),
-            _with_ci(r["recognizability"], r["ci95"].get("recognizability"), ".1f"),
-            _fmt(r["originality"], ".3f"),
-            _fmt(r["vendi"], ".2f"),
+            *scores(r),
             _fmt(r.get("distance_to_human"), ".3f"),
             _fmt(r.get("per_class_distance_median"), ".3f"),
             _fmt(r.get("curve_gap"), "+.2f"),
         ])
+        for pair, p in (r.get("by_critics") or {}).items():  # the same drawings scored by each critic pair
+            lines.append([f"  critics {pair}", *scores(p), "-", "-", _fmt(None if r["is_human"] else p["curve_gap"], "+.2f")])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
+    if any(r.get("by_critics") for r in result["systems"]):
+        text.append("critics PAIR: the system's drawings scored by that critic pair (the system's line is the first "
+                    "pair's); curve gap against the human reference evaluated with the same pair")
+        for r in result["systems"]:
+            for a in r.get("agreement") or []:
+                text.append(f"critic agreement of {r['name']}, {format_agreement(a)}")
     if result["human"] is None:
         text.append("no human reference among the systems: no distance to human (mark one with --human)")
     else:

@@ -23,6 +23,7 @@ from drawgap.critics.inference import CriticRunner
 from drawgap.data.formats import Samples, read_samples, validate_samples
 from drawgap.errors import InputError
 from drawgap.metrics._checks import check_critic, check_positive_int
+from drawgap.metrics.agreement import AGREEMENT_SCORES, critic_agreement
 from drawgap.metrics.base import CriticOutputs, Metric, Protocol, Report
 from drawgap.metrics.bootstrap import bootstrap_ci
 from drawgap.metrics.distance import curve_gap, distance_to_human, per_class_distance_to_human
@@ -45,6 +46,47 @@ SCALARS = tuple(key for metric in METRICS for key in metric.scalars)
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+def _shipped_pair_prefixes() -> list[str]:
+    from drawgap.critics.registry import SHIPPED
+
+    return [n.removesuffix("-simclr") for n in SHIPPED
+            if n.endswith("-simclr") and n.removesuffix("-simclr") + "-protonet" in SHIPPED]
+
+
+def critic_pair_names(critics: str) -> list[str]:
+    """The prefixes of `--critics omniglot,omniglot-b`, each checked to name a shipped pair (or two critic
+    directories <prefix>-simclr and <prefix>-protonet) before any critic is loaded."""
+    names = [c.strip() for c in str(critics).split(",")]
+    if not all(names):
+        raise InputError(f"expected comma-separated critic pair names, got {critics!r}", field="critics")
+    if len(set(names)) != len(names):
+        raise InputError(f"expected distinct critic pairs, got {critics!r}", field="critics")
+    shipped = _shipped_pair_prefixes()
+    for name in names:
+        if name not in shipped and not (Path(f"{name}-simclr").is_dir() and Path(f"{name}-protonet").is_dir()):
+            raise InputError(f"expected a shipped critic pair ({', '.join(shipped)}) or directories {name}-simclr and "
+                             f"{name}-protonet, got {name!r} (no critic {name}-simclr)", field="critics")
+    return names
+
+
+def resolve_critic_pairs(critics=None, simclr=None, protonet=None) -> list[tuple[str | None, object, object]]:
+    """[(pair name, SimCLR critic, ProtoNet critic)], the first pair the one metrics.json's top level reports.
+
+    `critics`: one prefix (`omniglot`), several (`"omniglot,omniglot-b"` or a list), or a dict
+    {name: (simclr, protonet)} of names / directories / critic objects; or `simclr=` and `protonet=` for one
+    pair (name None)."""
+    if critics is None or isinstance(critics, str) and "," not in critics:
+        return [(critics, *resolve_critics(critics, simclr, protonet))]
+    if simclr is not None or protonet is not None:
+        raise InputError("expected either critics names or --simclr and --protonet, not both", field="critics")
+    if isinstance(critics, dict):
+        if not critics:
+            raise InputError("expected at least one critic pair", field="critics")
+        return [(str(n), *resolve_critics(None, *pair)) for n, pair in critics.items()]
+    names = critic_pair_names(critics if isinstance(critics, str) else ",".join(critics))
+    return [(n, *resolve_critics(n)) for n in names]
+
+
 def resolve_critics(critics: str | None = None, simclr=None, protonet=None):
     """(SimCLR critic, ProtoNet critic) from a name prefix (`omniglot` -> `omniglot-simclr` +
     `omniglot-protonet`), or from names / directories / critic objects given one by one."""
@@ -53,6 +95,7 @@ def resolve_critics(critics: str | None = None, simclr=None, protonet=None):
     if critics is not None:
         if simclr is not None or protonet is not None:
             raise InputError("expected either a critics name or --simclr and --protonet, not both", field="critics")
+        critic_pair_names(critics)  # a prefix that names no pair is refused by its name
         simclr, protonet = f"{critics}-simclr", f"{critics}-protonet"
     if simclr is None or protonet is None:
         raise InputError("expected a critics name (e.g. omniglot) or both --simclr and --protonet", field="critics")
@@ -177,8 +220,13 @@ def _load_human(human, simclr, protonet):
     with the same critics, or (None, (Samples, path)) for drawings to evaluate here."""
     if isinstance(human, dict) or (isinstance(human, (str, os.PathLike)) and Path(human).suffix == ".json"):
         metrics = human if isinstance(human, dict) else read_metrics(human)
-        _check_same_critics({"simclr": _critic_record(simclr), "protonet": _critic_record(protonet)}, metrics)
-        return metrics, None
+        record = {"simclr": _critic_record(simclr), "protonet": _critic_record(protonet)}
+        # its top level, or the entry of its by_critics (a file evaluated with several critic pairs) made
+        # with these critics
+        for candidate in (metrics, *(metrics.get("by_critics") or {}).values()):
+            if _critics_hashes(candidate.get("critics")) == _critics_hashes(record):
+                return candidate, None
+        _check_same_critics(record, metrics)
     s, path = load_samples(human)
     for critic in (simclr, protonet):
         check_critic_size(critic, s.image_size, path)
@@ -186,9 +234,12 @@ def _load_human(human, simclr, protonet):
     return None, (s, path)
 
 
+def _critics_hashes(critics: dict | None) -> list:
+    return [((critics or {}).get(k) or {}).get("weights_hash") for k in ("simclr", "protonet")]
+
+
 def _check_same_critics(critics: dict, human: dict) -> None:
-    hashes = lambda c: [(c or {}).get(k, {}).get("weights_hash") for k in ("simclr", "protonet")]  # noqa: E731
-    if hashes(critics) != hashes(human.get("critics")):
+    if _critics_hashes(critics) != _critics_hashes(human.get("critics")):
         raise InputError("expected the human reference to be evaluated with the same critics (weights hashes differ)",
                          field="human")
 
@@ -223,14 +274,44 @@ def human_summary(human: dict) -> dict:
                                       "samples_per_class", "samples_meta")}
 
 
-def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None, human=None, queries: int = 500,
+def _evaluate_with(s: Samples, simclr, protonet, human, name, path, metrics, options) -> dict:
+    """The metrics of the drawings with one critic pair, compared to the human reference if any."""
+    human_metrics, human_samples = (None, None) if human is None else human
+    result = evaluate_system(s, simclr, protonet, name=name, path=path, metrics=metrics, **options)
+    if human_samples is not None:
+        hs, hpath = human_samples
+        human_metrics = evaluate_system(hs, simclr, protonet, name="human", path=hpath, metrics=metrics, **options)
+    if human_metrics is not None:
+        result["distance_to_human"] = compare_to_human(result, human_metrics)
+        result["curve_gap"] = curve_gap(result["generalization_curve"], human_metrics["generalization_curve"])
+        result["human"] = human_summary(human_metrics)
+    return result
+
+
+def _pair_summary(m: dict) -> dict:
+    """What metrics.json's `by_critics` keeps of one critic pair's result: its scalars, curve, intervals,
+    critics and the per-class scores the agreement is computed from (and a human reference reads)."""
+    out = {k: m[k] for k in (*SCALARS, "generalization_curve", "ci95", "critics")}
+    out["per_class"] = {k: m["per_class"][k] for k in ("classes", *AGREEMENT_SCORES)}
+    if "distance_to_human" in m:
+        out["curve_gap"] = m["curve_gap"]
+        out["distance_to_human"] = {k: v for k, v in m["distance_to_human"].items() if k != "per_class"}
+        out["human"] = {k: m["human"][k] for k in SCALARS}
+    return out
+
+
+def evaluate(samples, *, simclr=None, protonet=None, critics=None, human=None, queries: int = 500,
              ways: int = 20, seed: int = 44, bins: int = 10, bootstrap: int = 1000, precision: str = "fp32",
              batch_images: int = 8192, progress: bool = False, name: str | None = None,
              metrics: tuple[type[Metric], ...] = METRICS) -> dict:
     """Metrics of a samples file or `Samples`, as the dict written to metrics.json.
 
     Critics: `critics="omniglot"` (the pair omniglot-simclr + omniglot-protonet), or `simclr=` and `protonet=`
-    (names, directories or critic objects). `human`: a human samples file / `Samples` (evaluated with the same
+    (names, directories or critic objects). Several critic pairs: `critics="omniglot,omniglot-b"` (or a list
+    of prefixes, or a dict {name: (simclr, protonet)}): each pair scores the same drawings with the same
+    protocol; the top level is the first pair's result, exactly as with that pair alone, and `by_critics`
+    (each pair's scalars, curve, ci95, critics and per-class scores) and `agreement` (Pearson and Spearman
+    of the per-class scores of each two pairs, `metrics.agreement`) are added. `human`: a human samples file / `Samples` (evaluated with the same
     critics and protocol) or its metrics (dict or .json); adds `distance_to_human`, `curve_gap` and `human`.
     `queries`: queries per class (nb_test); `bins`: originality bins; `bootstrap`: resamples for `ci95`;
     `precision="bf16"` runs the critics under bfloat16 autocast (faster on recent CPUs, features differ
@@ -246,9 +327,10 @@ def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None,
     if precision not in PRECISIONS:
         raise InputError(f"expected precision one of {', '.join(PRECISIONS)}, got {precision!r}", field="precision")
     s, path = load_samples(samples)
-    simclr, protonet = resolve_critics(critics, simclr, protonet)
-    for critic in (simclr, protonet):
-        check_critic_size(critic, s.image_size, path)
+    pairs = resolve_critic_pairs(critics, simclr, protonet)
+    for _, *pair in pairs:
+        for critic in pair:
+            check_critic_size(critic, s.image_size, path)
     _check_samples_for_metrics(s, path)
     if name is None:  # what distinguishes the file: "cfgdm g=2", "human (exemplar excluded)", ...
         from drawgap.models.naming import system_name
@@ -256,21 +338,20 @@ def evaluate(samples, *, simclr=None, protonet=None, critics: str | None = None,
         name = system_name(s.meta) or (Path(path).stem if path else None)
     options = dict(queries=queries, ways=ways, seed=seed, bins=bins, bootstrap=bootstrap, precision=precision,
                    batch_images=batch_images, progress=progress)
-    human_metrics, human_samples = (None, None) if human is None else _load_human(human, simclr, protonet)
-    result = evaluate_system(s, simclr, protonet, name=name, path=path, metrics=metrics, **options)
-    if human_samples is not None:
-        hs, hpath = human_samples
-        human_metrics = evaluate_system(hs, simclr, protonet, name="human", path=hpath, metrics=metrics, **options)
-    metrics = result
-    if human_metrics is not None:
-        metrics["distance_to_human"] = compare_to_human(metrics, human_metrics)
-        metrics["curve_gap"] = curve_gap(metrics["generalization_curve"], human_metrics["generalization_curve"])
-        metrics["human"] = human_summary(human_metrics)
+    humans = [None if human is None else _load_human(human, simclr, protonet) for _, simclr, protonet in pairs]
+    # each critic pair over the same drawings and protocol; the first pair's result is the file's top level
+    results = [_evaluate_with(s, simclr, protonet, h, name, path, metrics, options)
+               for (_, simclr, protonet), h in zip(pairs, humans)]
+    metrics = results[0]
+    if len(pairs) > 1:
+        metrics["by_critics"] = {n: _pair_summary(m) for (n, _, _), m in zip(pairs, results)}
+        metrics["agreement"] = critic_agreement(metrics["by_critics"])
     if human is None or isinstance(human, (str, os.PathLike)):
         human_source = None if human is None else os.fspath(human)
     else:
         human_source = "in memory"
-    config = {"samples": path, "critics": critics, "simclr": metrics["critics"]["simclr"]["name"],
+    config = {"samples": path, "critics": critics if critics is None or isinstance(critics, str) else
+              ",".join(n for n, _, _ in pairs), "simclr": metrics["critics"]["simclr"]["name"],
               "protonet": metrics["critics"]["protonet"]["name"], "human": human_source,
               **{k: v for k, v in options.items() if k != "progress"}}
     metrics["provenance"] = provenance(config, seed)

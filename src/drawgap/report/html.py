@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from drawgap.errors import InputError
 from drawgap.io import write_bytes_atomic
+from drawgap.metrics.comparison import format_agreement
 from drawgap.report.figures import plot_diversity_recognizability
 from drawgap.report.findings import (
     HIGH_PART,
@@ -225,8 +226,19 @@ def metrics_table(results: Results) -> str:
         cells.append(f"<td>{_num((gaps.get(r['name']) or {}).get('gap'), '+.1f')}</td>")
         cls = "system human" if r["is_human"] else "system"
         rows.append(f'<tr class="{cls}" data-system="{_e(r["name"])}">' + "".join(cells) + "</tr>")
+        for pair, p in (r.get("by_critics") or {}).items():  # the same drawings scored by each critic pair
+            cells = [f"<td>&nbsp;&nbsp;critics {_e(pair)}</td>", "<td></td>"]
+            cells += [_cell(p.get(k), (p.get("ci95") or {}).get(k), spec) for k, _, spec in METRIC_COLUMNS]
+            cells += ["<td>–</td>", "<td>–</td>", f"<td>{_num(None if r['is_human'] else p.get('curve_gap'), '+.1f')}</td>",
+                      "<td>–</td>"]
+            rows.append(f'<tr class="critics" data-of="{_e(r["name"])}" data-critics="{_e(pair)}">' + "".join(cells) + "</tr>")
     notes = "".join(f'<p class="note">! {_e(r["name"])}: evaluated on {_e(r["reference_mismatch"])}; its distance to '
                     "human and curve gap compare different sets.</p>" for r in results.systems if r.get("reference_mismatch"))
+    if any(r.get("by_critics") for r in results.systems):
+        notes += ('<p class="note">critics PAIR: the system\'s drawings scored by that critic pair (the system\'s row is '
+                  "the first pair's); curve gap against the human reference evaluated with the same pair.</p>")
+        notes += "".join(f'<p class="note agreement">Critic agreement of {_e(r["name"])}, per-class {_e(format_agreement(a))}.</p>'
+                         for r in results.systems for a in r.get("agreement") or [])
     return ('<table id="metrics"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"
             + "\n".join(rows) + "</tbody></table>" + notes)
 
