@@ -158,3 +158,13 @@ def test_cli_lists_options_and_refuses_guidance(cli, tmp_path, data_file):
     assert r.code == 0, r.err
     s = read_samples(next((tmp_path / "s").iterdir()))
     assert s.samples.shape == (4, 2, SIZE, SIZE) and s.meta["generator"] == "vae-stn"
+
+
+def test_vae_ns_refuses_one_set_per_step(cli, tmp_path):
+    from drawgap.data.formats import write_dataset
+    from drawgap.data.strokes import StrokesConfig, build_strokes
+
+    data = write_dataset(build_strokes(StrokesConfig(n_classes=6, per_class=6, image_size=16))["train"], tmp_path / "d.npz")
+    r = cli("train", "vae-ns", "--data", data, "--out", tmp_path / "run", "--steps", 2, "--batch-size", 1, "--context", 2,
+            "--conv-channels", "4,4,4,4", "--z-dim", 2, "--c-dim", 4, "--hidden-dim", 8)
+    assert r.code == 2 and r.err.strip().splitlines()[-1].startswith("drawgap: error: ") and "--batch-size" in r.err, r

@@ -244,6 +244,9 @@ class VAENS(Generator):
 
     def training_step(self, batch: dict, run) -> dict:
         (optimizer,) = run.optimizers
+        n_sets = len(next(iter(batch.values())))
+        if n_sets < 2:  # the statistic network's batch norm needs two sets to normalise over
+            raise InputError(f"vae-ns trains on at least 2 sets per step and process, got {n_sets}", field="--batch-size")
         alpha = 0.5 ** run.state.epoch  # 1, halved after every epoch
         loss = run.model(batch, self.beta, alpha)
         run.backward(loss)
