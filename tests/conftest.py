@@ -58,3 +58,17 @@ def make_dataset(n_classes=4, per_class=3, size=8, seed=0):
 @pytest.fixture
 def tiny_dataset():
     return make_dataset()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the whole session (None where its binaries are missing); each test
+    makes its own database in it (`postgres.create_database(name)`)."""
+    from drawgap.clickme.testing import TemporaryPostgres
+
+    if TemporaryPostgres.find_bin_dir() is None:
+        yield None
+        return
+    server = TemporaryPostgres().start()
+    yield server
+    server.stop()

@@ -16,7 +16,7 @@ from drawgap.clickme.config import GameConfig
 from drawgap.clickme.db import ClickRow, TrialRow
 from drawgap.clickme.export import export_clicks, read_clicks
 from drawgap.clickme.partner import Partner
-from drawgap.clickme.testing import TemporaryPostgres, make_test_stimuli
+from drawgap.clickme.testing import make_test_stimuli
 
 TOKEN = "s3cret-token"
 CONFIG = GameConfig(trials_per_participant=3, practice_trials=1, max_points_per_trial=400, max_body_bytes=20_000,
@@ -31,16 +31,6 @@ def stimuli(tmp_path_factory):
 @pytest.fixture(scope="module")
 def partner(stimuli):
     return Partner.load(stimuli)
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if TemporaryPostgres.find_bin_dir() is None:
-        yield None
-        return
-    server = TemporaryPostgres().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

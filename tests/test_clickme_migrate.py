@@ -19,7 +19,7 @@ from drawgap.clickme import migrate as migrations
 from drawgap.clickme.config import GameConfig
 from drawgap.clickme.export import read_clicks
 from drawgap.clickme.stimuli import load_stimuli
-from drawgap.clickme.testing import TemporaryPostgres, make_test_stimuli
+from drawgap.clickme.testing import make_test_stimuli
 from drawgap.errors import InputError
 
 # The DDL that drawgap's ClickMe server ran before schema versions existed (SQLAlchemy's create_all of
@@ -76,16 +76,6 @@ CONFIG = GameConfig(trials_per_participant=3, practice_trials=1)
 @pytest.fixture(scope="module")
 def stimuli(tmp_path_factory):
     return make_test_stimuli(tmp_path_factory.mktemp("clickme"))
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if TemporaryPostgres.find_bin_dir() is None:
-        yield None
-        return
-    server = TemporaryPostgres().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
