@@ -23,6 +23,9 @@ SHIPPED: dict[str, Shipped] = {
     "omniglot-cfgdm": Shipped("generator", "CFGDM (classifier-free guidance), Omniglot weak split (48 px)"),
     "omniglot-simclr": Shipped("critic", "SimCLR features of Omniglot drawings (weak split, 50 px): diversity, originality"),
     "omniglot-protonet": Shipped("critic", "ProtoNet one-shot classifier of Omniglot drawings (weak split, 50 px): recognizability"),
+    "omniglot-b-simclr": Shipped("critic", "A second, independent Omniglot SimCLR (strong augmentation, seed 7; 50 px): "
+                                           "scores that do not depend on one critic (evaluate --critics omniglot,omniglot-b)"),
+    "omniglot-b-protonet": Shipped("critic", "A second, independent Omniglot ProtoNet (seed 7; 50 px), the pair of omniglot-b-simclr"),
     "strokes-simclr": Shipped("critic", "SimCLR features of the built-in strokes dataset (48 px)"),
     "strokes-protonet": Shipped("critic", "ProtoNet one-shot classifier of the built-in strokes dataset (48 px)"),
 }
