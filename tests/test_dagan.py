@@ -202,6 +202,7 @@ def test_cli_trains_lists_options_samples_and_refuses_guidance(cli, tmp_path, da
 
     r = cli("sample", tmp_path / "r", "--exemplars", data_file, "--out", tmp_path / "s", "--per-exemplar", 2)
     assert r.code == 0, r.err
+    assert "None" not in r.out  # no sampler, no "None xNone" in the summary
     (path,) = (tmp_path / "s").glob("*.npz")
     s = read_samples(path)
     assert s.samples.shape == (4, 2, 8, 8) and s.meta["generator"] == "dagan-rn" and s.meta["params"]["guidance"] is None
