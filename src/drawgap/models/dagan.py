@@ -29,6 +29,10 @@ Choices SPEC.md leaves open, and why:
   earlier outputs), which keeps "densely connected" and the skips SPEC names, with fewer parameters.
 - The critic's layer norm is `GroupNorm(1, C)`: a LayerNorm over (C, H, W) that does not need the map's
   size in advance, with a per-channel affine.
+- On many processes (DDP) each process's batch norms normalise its own share of the batch, and their
+  running statistics drift apart between forwards (DDP broadcasts process 0's at each forward, and the run
+  saves process 0's): the parameters stay identical (checked with 2 CPU processes), the buffers do not.
+  SyncBatchNorm would give the one-process statistics but runs on GPUs only.
 - No EMA (the paper has none for its GANs). The generator step reuses the batch of the critic step it
   follows (one batch per loop step keeps the loop's data order and exact resume; [DVR] draws a fresh one).
 """
