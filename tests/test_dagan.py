@@ -91,6 +91,15 @@ def test_options_are_checked_by_name():
 # ------------------------------------------------------------------------------------- training
 
 
+def test_training_pairs_are_a_drawing_and_its_class_exemplar_not_binarised():
+    data = make_dataset(n_classes=2, per_class=3)
+    data.images[4] = 77  # a grey drawing of class 1 (its exemplar: drawing 3)
+    pairs = tiny().training_set(data)
+    item = pairs[4]
+    assert torch.allclose(item["images"], torch.full((1, 8, 8), 77 / 255))  # grey stays grey (SPEC.md 2.6)
+    assert torch.equal(item["exemplars"], torch.from_numpy(data.images[3]).float().div(255).unsqueeze(0))
+
+
 def test_critic_steps_widen_the_wasserstein_gap_and_generator_steps_raise_the_fakes_score():
     # widths 8: at widths 3 the penalty alone holds the tiny critic near its start
     torch.manual_seed(0)
