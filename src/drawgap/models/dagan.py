@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from drawgap.errors import InputError
-from drawgap.models.base import Generator, Schedule, item_seeds  # noqa: F401  (Schedule: the interface's type)
+from drawgap.models.base import Generator, item_seeds
 from drawgap.models.diffusion.model import PairSet
 from drawgap.options import option
 
