@@ -885,7 +885,8 @@ def sample_cmd(
         s = read_samples(path)
         p = s.meta["params"]
         g = "none" if p["guidance"] is None else format(p["guidance"], "g")
-        _echo_written("samples", path, f"{_samples_summary(s)}, {p['sampler']} x{p['steps']}, g={g}; system {system_name(s.meta)!r}")
+        sampler = f", {p['sampler']} x{p['steps']}" if p["sampler"] is not None else ""  # a GAN has no sampler
+        _echo_written("samples", path, f"{_samples_summary(s)}{sampler}, g={g}; system {system_name(s.meta)!r}")
 
 
 @app.command("generators")
