@@ -654,7 +654,7 @@ def importance_maps_diffusion(
     trajectories: int = typer.Option(25, "--trajectories", help="Sampling trajectories per exemplar."),
     sampler: str = typer.Option("dpm++", "--sampler", help="ancestral | ddim | dpm++ (SDE-DPM-Solver++) | dpm++ode."),
     steps: Optional[int] = typer.Option(10, "--steps", help="Sampler steps (ancestral: all T)."),
-    guidance: float = typer.Option(1.0, "--guidance", help="Guidance g (the paper's CFGDM: 1)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Guidance g (default: the family's, cfgdm 1 as in the paper, ddpm 0)."),
     t_min: int = typer.Option(1, "--t-min", help="Smallest timestep kept in the maps."),
     t_max: Optional[int] = typer.Option(None, "--t-max", help="Largest timestep kept (default T)."),
     grad_steps: int = typer.Option(3, "--grad-steps", help="Timesteps at which the loss gradient is taken."),
