@@ -347,3 +347,23 @@ def test_minutes_without_steps_estimates_them_and_protonet_takes_its_lr_steps_fr
     words[words.index("--out") + 1] = str(again)
     assert cli("critics", "train", *words, "--threads", "1").code == 0
     assert _weights_sha256(again) == _weights_sha256(out)
+
+
+class _Planted:
+    """An object a weights_only load must refuse to build: unpickling it would create the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_tensors_and_numbers(cli, bars, tmp_path):
+    out, marker = tmp_path / "o", tmp_path / "planted-code-ran"
+    out.mkdir()
+    torch.save({"step": 1, "model": _Planted(marker)}, out / "checkpoint.pt")
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", out, "--steps", "2", "--resume", *SIMCLR)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "checkpoint.pt" in r.err and "refused" in r.err
+    assert not marker.exists() and not (out / "model.safetensors").exists()
