@@ -245,3 +245,125 @@ def test_a_critic_trained_from_scratch_has_no_lineage(cli, bars, tmp_path):
     cfg = read_critic_config(tmp_path / "o")
     assert cfg["provenance"]["config"].get("parent") is None
     assert "runs, each starting" not in training_notes("strokes-simclr", cfg)
+
+
+# --------------------------------------------------------------------- the loop shared with the generators
+
+SIMCLR = ["--image-size", "16", "--batch-size", "8", "--threads", "1", "--val-every", "0", "--seed", "3"]
+
+
+def _weights_sha256(out):
+    return json.loads((out / "config.json").read_text())["weights_sha256"]
+
+
+def test_sigterm_mid_step_then_resume_equals_a_straight_run(cli, bars, tmp_path):
+    """A SIGTERM that arrives in the middle of a step (after its augmentations drew their random numbers) is a
+    request: the step ends, the checkpoint is written, the process exits 130; the resumed run then ends with
+    the weights of a run never stopped (on the old loop, the signal cut the step and the resumed run redrew
+    its augmentations from an RNG already advanced)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    args = ["critics", "train", "simclr", "--data", str(bars), "--steps", "30", "--checkpoint-every", "1000", *SIMCLR]
+    code = (
+        "import sys, time\n"
+        "import drawgap.critics.training as t\n"
+        "real = t.CriticTrainer._loss\n"
+        "def slow(self, step):\n"
+        "    loss = real(self, step)\n"  # the step's random numbers are drawn: now the signal comes
+        "    if step == 5:\n"
+        "        print('ready', flush=True)\n"
+        "    time.sleep(0.2)\n"
+        "    return loss\n"
+        "t.CriticTrainer._loss = slow\n"
+        "from drawgap.cli import main\n"
+        f"main({[*args, '--out', str(tmp_path / 'split')]!r})\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo / "src"))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    assert "interrupted" in proc.stderr.read()
+    stopped_at = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"]
+    assert 6 <= stopped_at < 30 and not (tmp_path / "split" / "model.safetensors").exists()
+    events = [json.loads(line) for line in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
+    assert events[-1] == {"event": "interrupted", "step": stopped_at}
+
+    assert cli(*args, "--out", tmp_path / "split", "--resume").code == 0
+    assert cli(*args, "--out", tmp_path / "straight").code == 0
+    assert _weights_sha256(tmp_path / "split") == _weights_sha256(tmp_path / "straight")
+    run = json.loads((tmp_path / "split" / "config.json").read_text())["provenance"]["config"]
+    assert run["resumed_at"] == stopped_at and run["steps_done"] == 30 and run["stopped_by"] == "steps"
+
+
+def test_minutes_stops_on_time_with_a_checkpoint(cli, bars, tmp_path):
+    import time
+
+    out = tmp_path / "o"
+    started = time.monotonic()
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", out, "--steps", "100000000", "--minutes", "0.05",
+            "--checkpoint-every", "100000", *SIMCLR)
+    took = time.monotonic() - started
+    assert r.code == 0, r
+    assert 3.0 <= took < 3.0 + 20, took  # the budget is 3 s; the rest is setup and saving
+    run = json.loads((out / "config.json").read_text())["provenance"]["config"]
+    done = run["steps_done"]
+    assert run["stopped_by"] == "minutes" and 0 < done < 100000000
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == done
+    # a budget is not the recipe: the recorded command names the steps reached, not the minutes
+    assert f"--steps {done}" in run["command"] and "--minutes" not in run["command"]
+
+
+def test_minutes_without_steps_estimates_them_and_protonet_takes_its_lr_steps_from_them(cli, bars, tmp_path):
+    """--minutes alone: the step count is estimated from the speed (as `drawgap train` does); ProtoNet's LR
+    then halves every quarter of that count, and the recorded command (--steps N --lr-step N/4) makes the same
+    weights from scratch."""
+    proto = ["--image-size", "16", "--ways", "3", "--queries", "2", "--threads", "1", "--val-every", "0", "--seed", "1"]
+    out = tmp_path / "timed"
+    r = cli("critics", "train", "protonet", "--data", bars, "--out", out, "--minutes", "0.02", *proto)
+    assert r.code == 0, r
+    events = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    (estimated,) = [e for e in events if e.get("event") == "steps estimated"]
+    steps = estimated["steps"]
+    run = json.loads((out / "config.json").read_text())["provenance"]["config"]
+    # the estimate is reached, or the budget runs out a little before it when the machine slows down
+    assert steps > 21 and (run["steps_done"] == steps) == (run["stopped_by"] == "steps"), (steps, run["steps_done"])
+    assert run["steps_done"] <= steps and run["stopped_by"] in ("steps", "minutes")
+    assert run["training"]["lr_step"] == max(1, steps // 4)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == run["steps_done"]
+    lrs = [e["lr"] for e in events if "lr" in e]
+    assert lrs[-1] == pytest.approx(1e-3 * 0.5 ** (run["steps_done"] // run["training"]["lr_step"]))
+
+    again = tmp_path / "again"
+    words = run["command"].split()[3:]  # drawgap critics train ...
+    words[words.index("--out") + 1] = str(again)
+    assert cli("critics", "train", *words, "--threads", "1").code == 0
+    assert _weights_sha256(again) == _weights_sha256(out)
+
+
+class _Planted:
+    """An object a weights_only load must refuse to build: unpickling it would create the file `marker`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_tensors_and_numbers(cli, bars, tmp_path):
+    out, marker = tmp_path / "o", tmp_path / "planted-code-ran"
+    out.mkdir()
+    torch.save({"step": 1, "model": _Planted(marker)}, out / "checkpoint.pt")
+    r = cli("critics", "train", "simclr", "--data", bars, "--out", out, "--steps", "2", "--resume", *SIMCLR)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert "checkpoint.pt" in r.err and "refused" in r.err
+    assert not marker.exists() and not (out / "model.safetensors").exists()

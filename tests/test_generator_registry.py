@@ -108,3 +108,27 @@ def test_generator_weights_are_checked_against_their_recorded_sha256(tmp_path):
     (a / "weights.safetensors").write_bytes((b / "weights.safetensors").read_bytes())
     with pytest.raises(InputError, match="weights.safetensors: expected weights with sha256 .* \\(from generator.json\\)"):
         load_generator(a)
+
+
+REAL_WEIGHTS = registry.WEIGHTS_DIR  # the package's own shipped generators (read, never written)
+
+
+@pytest.mark.parametrize("name", sorted(registry.SHIPPED))
+def test_shipped_generators_record_their_weights_hash(name):
+    from drawgap.weights import file_sha256
+
+    record = json.loads((REAL_WEIGHTS / name / "generator.json").read_text())
+    assert record["weights_sha256"] == file_sha256(REAL_WEIGHTS / name / "weights.safetensors")
+
+
+def test_a_tampered_shipped_weights_file_is_refused(weights_dir):
+    import shutil
+
+    shutil.copytree(REAL_WEIGHTS / "strokes-ddpm", weights_dir / "strokes-ddpm")
+    assert load_generator("strokes-ddpm") is not None  # the untouched copy loads
+    weights = weights_dir / "strokes-ddpm" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last tensor's data: still a readable safetensors file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="expected weights with sha256 db3109ad"):
+        load_generator("strokes-ddpm")

@@ -231,3 +231,41 @@ def test_maps_files_record_their_reliability(tiny_cfgdm):
     for kind, m in out.items():
         r = m.meta["reliability"]
         assert r["per_half"] == 2 and len(r["per_map"]) == 2 and -1 <= r["spearman"] <= 1, kind
+
+
+def test_cli_diffusion_maps_check_sampling_options_as_sample_does(tmp_path, cli, tiny_cfgdm):
+    """Sampler, steps and guidance are the family's to check: a wrong one is refused with `drawgap sample`'s message."""
+    from drawgap.data.formats import write_dataset
+    from drawgap.models import create_generator
+    from tests.conftest import make_dataset
+
+    tiny_cfgdm.save(tmp_path / "cfgdm")
+    ddpm = create_generator("ddpm", image_size=8, denoiser={"block_out_channels": [8, 8], "norm_num_groups": 4,
+                                                            "attention_head_dim": 4})
+    ddpm.save(tmp_path / "ddpm")
+    data = write_dataset(make_dataset(n_classes=2, per_class=2, size=8), tmp_path / "d.npz")
+
+    def both(run, *options):
+        maps = cli("importance", "maps", "diffusion", tmp_path / run, "--exemplars", data, "--out", tmp_path / "m.npz",
+                   "--kind", "loss_grad", "--trajectories", "1", "--steps", "2", *options)
+        drawn = cli("sample", tmp_path / run, "--exemplars", data, "--out", tmp_path / "s", "--per-exemplar", "1",
+                    "--steps", "2", *options)
+        return maps, drawn
+
+    for run, options, message in [("cfgdm", ["--sampler", "euler"], "sampler"),
+                                  ("ddpm", ["--guidance", "1"], "without dropping the condition")]:
+        maps, drawn = both(run, *options)
+        assert maps.code == drawn.code == 2 and message in maps.err, (options, maps.err)
+        assert maps.err.strip().splitlines()[-1] == drawn.err.strip().splitlines()[-1]
+        assert not (tmp_path / "m.npz").exists()
+    # `sample` reads a comma-separated list of guidance values itself; the maps take one, checked by the family
+    maps, drawn = both("cfgdm", "--guidance", "-1")
+    assert maps.code == drawn.code == 2 and "guidance: expected a finite number >= 0" in maps.err, maps.err
+    assert not (tmp_path / "m.npz").exists()
+    # without --guidance, the family's default: ddpm's 0, which the loss gradient needs
+    r = cli("importance", "maps", "diffusion", tmp_path / "ddpm", "--exemplars", data, "--out", tmp_path / "m.npz",
+            "--kind", "loss_grad", "--trajectories", "1", "--steps", "2")
+    assert r.code == 0, r
+    from drawgap.importance.maps_file import read_maps
+
+    assert read_maps(tmp_path / "m.npz").meta["options"]["guidance"] == 0.0

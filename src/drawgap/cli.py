@@ -518,7 +518,8 @@ def critics_train(
     arch: str = typer.Option("omniglot", "--arch", help="omniglot (conv4) or quickdraw (conv3 wide / ResNet48)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Critic resolution (default 50 for omniglot, 48 for quickdraw)."),
     threshold: float = typer.Option(0.5, "--threshold", help="Binarization threshold of the critic's preprocessing."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: SimCLR 6600, ProtoNet 8000 episodes)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: SimCLR 6600, ProtoNet 8000 episodes; with --minutes alone: estimated from the speed)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Time budget of this run: stops with a checkpoint and writes the critic (with --steps: whichever comes first)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="SimCLR drawings per batch (two views each; default 448)."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="rmsprop or adam (default: SimCLR rmsprop, ProtoNet adam)."),
@@ -540,10 +541,10 @@ def critics_train(
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (its recipe; --steps may extend it)."),
 ) -> None:
     """Train a critic (SPEC.md 3): progress bar, checkpoints, exact resume; writes a critic folder."""
-    from drawgap.critics.training import TrainConfig, train_critic
+    from drawgap.critics.training import CriticTrainer, TrainConfig
 
     config = TrainConfig(
-        kind=kind, arch=arch, image_size=image_size, threshold=threshold, steps=steps, lr=lr, optimizer=optimizer,
+        kind=kind, arch=arch, image_size=image_size, threshold=threshold, steps=steps, minutes=minutes, lr=lr, optimizer=optimizer,
         seed=seed, bf16=bf16, device=device, threads=threads, batch_size=batch_size, temperature=temperature,
         strength=strength, ways=ways, queries=queries, lr_step=lr_step, lr_gamma=lr_gamma, val_every=val_every,
         val_ways=val_ways, val_episodes=val_episodes, checkpoint_every=checkpoint_every, init_from=init_from,
@@ -551,8 +552,10 @@ def critics_train(
     from drawgap.critics.registry import read_critic_config
     from drawgap.critics.validation import summary
 
-    critic = train_critic(config, data, out, val=val, resume=resume)
-    typer.echo(f"wrote critic {out}  ({critic.kind}, {critic.arch}, {critic.image_size}px, weights sha256 {critic.weights_hash[:12]})")
+    trainer = CriticTrainer(config, data, out, val=val, resume=resume).fit()
+    critic = trainer.critic_
+    typer.echo(f"wrote critic {out}  ({critic.kind}, {critic.arch}, {critic.image_size}px, weights sha256 {critic.weights_hash[:12]}, "
+               f"step {trainer.steps_done_}, stopped by {trainer.stopped_by})")
     if val is not None:
         # the last validation runs after the progress bar has closed: say its numbers here
         metrics = read_critic_config(out)["provenance"]["config"]["validation"]["metrics"]
@@ -664,7 +667,7 @@ def importance_maps_diffusion(
     trajectories: int = typer.Option(25, "--trajectories", help="Sampling trajectories per exemplar."),
     sampler: str = typer.Option("dpm++", "--sampler", help="ancestral | ddim | dpm++ (SDE-DPM-Solver++) | dpm++ode."),
     steps: Optional[int] = typer.Option(10, "--steps", help="Sampler steps (ancestral: all T)."),
-    guidance: float = typer.Option(1.0, "--guidance", help="Guidance g (the paper's CFGDM: 1)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Guidance g (default: the family's, cfgdm 1 as in the paper, ddpm 0)."),
     t_min: int = typer.Option(1, "--t-min", help="Smallest timestep kept in the maps."),
     t_max: Optional[int] = typer.Option(None, "--t-max", help="Largest timestep kept (default T)."),
     grad_steps: int = typer.Option(3, "--grad-steps", help="Timesteps at which the loss gradient is taken."),

@@ -10,18 +10,21 @@ Randomness: batch t and episode t are pure functions of (seed, t); augmentations
 RNG, whose state is checkpointed. A checkpoint (weights, optimizer, scheduler, step, RNG state) is written
 atomically every `checkpoint_every` steps and on Ctrl-C / SIGTERM, and `resume=True` continues from it to
 the same result as an uninterrupted run (bit for bit on the CPU in fp32).
+
+What this loop shares with the generators' (`models/training.py`) comes from `drawgap.training_core`: a
+signal is a request to stop after the current step (with a checkpoint; a second one stops at once), the
+time budget `minutes` (without `steps`, the step count is estimated from the speed after 20 timed steps;
+ProtoNet's LR steps then come from that count), the progress bar, the log file, and checkpoint files
+written atomically and read with `weights_only=True`. The random numbers a step draws are this loop's own,
+in the order they always were, so the shipped critics' recorded validations reproduce.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import shlex
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +33,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from drawgap.critics.augment import STRENGTHS, SimCLRAugment
 from drawgap.critics.base import Critic
 from drawgap.critics.protonet import squared_distances
@@ -41,7 +42,7 @@ from drawgap.critics.validation import acceptance_metrics
 from drawgap.data.episodes import ExemplarEpisodes
 from drawgap.data.formats import Dataset, read_dataset
 from drawgap.errors import InputError
-from drawgap.io import atomic_path
+from drawgap.training_core import StopRequest, TimeBudget, append_log, load_checkpoint_file, progress_bar, save_checkpoint_file
 from drawgap.weights import file_sha256
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -70,6 +71,9 @@ class TrainConfig:
     image_size: int | None = None
     threshold: float = 0.5
     steps: int | None = None
+    # Time budget of this run (a budget, not the recipe: the recorded command gives the steps it reached).
+    # Without `steps`, the step count is estimated from the speed; with both, it stops at whichever comes first.
+    minutes: float | None = None
     lr: float = 1e-3
     optimizer: str | None = None
     seed: int = 0
@@ -102,16 +106,18 @@ class TrainConfig:
             raise InputError(f"expected kind one of {', '.join(KIND_DEFAULTS)}, got {self.kind!r}", field="kind")
         c = dataclasses.replace(self)
         for key, value in KIND_DEFAULTS[self.kind].items():
-            if getattr(c, key) is None:
-                setattr(c, key, value)
-        if c.kind == "protonet" and c.lr_step is None:
+            if getattr(c, key) is None and not (key == "steps" and c.minutes is not None):
+                setattr(c, key, value)  # with a time budget and no steps, the loop estimates the steps
+        if c.minutes is not None and not c.minutes > 0:
+            raise InputError(f"expected a positive number of minutes, got {c.minutes}", field="minutes")
+        if c.kind == "protonet" and c.lr_step is None and c.steps is not None:
             c.lr_step = max(1, c.steps // 4)
         if c.optimizer not in OPTIMIZERS:
             raise InputError(f"expected optimizer one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}", field="optimizer")
         if c.strength not in STRENGTHS:
             raise InputError(f"expected strength one of {', '.join(STRENGTHS)}, got {c.strength!r}", field="strength")
         for key in ("steps", "threads", "checkpoint_every", "ways", "queries"):
-            if getattr(c, key) < 1:
+            if getattr(c, key) is not None and getattr(c, key) < 1:
                 raise InputError(f"expected a positive integer, got {getattr(c, key)}", field=key)
         if c.kind == "simclr" and c.batch_size < 2:
             raise InputError(f"expected batch_size >= 2, got {c.batch_size}", field="batch_size")
@@ -125,7 +131,7 @@ class TrainConfig:
         other_kinds = set().union(*(fields for kind, fields in KIND_ONLY.items() if kind != self.kind))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in {"kind", "device", "threads", "checkpoint_every"} | other_kinds or value is None:
+            if f.name in {"kind", "device", "threads", "checkpoint_every", "minutes"} | other_kinds or value is None:
                 continue
             flag = "--" + f.name.replace("_", "-")
             if isinstance(value, bool):
@@ -155,6 +161,9 @@ def _prepared_images(critic: Critic, ds: Dataset, device) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- validation
 
 
+_NO_LR_STEP = 2**62  # a StepLR step size that never comes: the schedule waits for its estimated one
+
+
 def headline(metrics: dict) -> str:
     """The metric shown in the progress bar."""
     for key, value in metrics.items():
@@ -166,23 +175,6 @@ def headline(metrics: dict) -> str:
 # ------------------------------------------------------------------------------------------- the loop
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so `kill` leaves a checkpoint, as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class CriticTrainer:
     """Trains one critic on a dataset file into `out`: checkpoint.pt, train_log.jsonl, then the critic
     (model.safetensors + config.json). `fit()` returns self; the trained critic is `critic_`."""
@@ -191,7 +183,9 @@ class CriticTrainer:
                  on_step: Callable[[int, float], None] | None = None, progress: bool = True):
         self.data, self.out, self.val = Path(data), Path(out), None if val is None else Path(val)
         self.resume, self.on_step, self.progress = resume, on_step, progress
+        self.given_steps = config.steps
         self.config = config.resolved()
+        self.stopped_by: str | None = None  # "steps", "minutes" or "signal", once fit() ends
 
     # -- checkpoints
 
@@ -213,20 +207,13 @@ class CriticTrainer:
             "val_metrics": self.val_metrics_,
             "parent": self.parent_,
         }
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+        save_checkpoint_file(self.checkpoint_path, state)
 
     def _load_checkpoint(self) -> dict:
-        if not self.checkpoint_path.is_file():
-            raise InputError("no checkpoint to resume from", path=self.checkpoint_path)
-        try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a foreign or damaged file
-            raise InputError(f"expected a drawgap checkpoint ({type(exc).__name__}: {exc})", path=self.checkpoint_path) from None
+        return load_checkpoint_file(self.checkpoint_path, "a critic checkpoint")
 
     def _log(self, record: dict) -> None:
-        with open(self.out / LOG_FILE, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_log(self.out / LOG_FILE, record)
 
     # -- setup
 
@@ -236,9 +223,11 @@ class CriticTrainer:
         if self.resume:
             ckpt = self._load_checkpoint()
             saved = TrainConfig(**ckpt["config"])
-            # The run's recipe comes from the checkpoint; only its length and bookkeeping may change.
-            keep = {k: getattr(self.config, k) for k in ("steps", "checkpoint_every", "val_every", "threads", "device")}
-            self.config = dataclasses.replace(saved, **keep)
+            # The run's recipe comes from the checkpoint; only its length and bookkeeping may change (the
+            # length: --steps if given, else the checkpoint's, else what --minutes allows).
+            keep = {k: getattr(self.config, k) for k in ("checkpoint_every", "val_every", "threads", "device", "minutes")}
+            steps = self.given_steps if self.given_steps is not None else saved.steps
+            self.config = dataclasses.replace(saved, steps=steps, **keep).resolved()
         elif self.checkpoint_path.exists():
             raise InputError("a checkpoint is already there; pass --resume to continue it, or choose another --out",
                              path=self.checkpoint_path)
@@ -284,7 +273,11 @@ class CriticTrainer:
 
         opt = torch.optim.RMSprop if c.optimizer == "rmsprop" else torch.optim.Adam
         self.optimizer_ = opt(critic.parameters(), lr=c.lr)
-        self.scheduler_ = torch.optim.lr_scheduler.StepLR(self.optimizer_, c.lr_step, c.lr_gamma) if c.lr_step else None
+        # ProtoNet's LR steps come from the step count: when --minutes leaves it to be estimated, the schedule
+        # starts without steps and gets them with the estimate (`_set_lr_step`)
+        self.lr_step_pending_ = c.kind == "protonet" and c.lr_step is None
+        step_size = _NO_LR_STEP if self.lr_step_pending_ else c.lr_step
+        self.scheduler_ = torch.optim.lr_scheduler.StepLR(self.optimizer_, step_size, c.lr_gamma) if step_size else None
         self.val_metrics_ = {}
         if ckpt is None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -293,11 +286,26 @@ class CriticTrainer:
         self.optimizer_.load_state_dict(ckpt["optimizer"])
         if self.scheduler_ is not None:
             self.scheduler_.load_state_dict(ckpt["scheduler"])
+            if self.scheduler_.step_size == _NO_LR_STEP and c.lr_step is not None:  # stopped before its estimate
+                self._set_lr_step(int(ckpt["step"]))
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.val_metrics_ = ckpt.get("val_metrics") or {}
         return int(ckpt["step"])
+
+    def _set_lr_step(self, step: int) -> None:
+        """Give the schedule its step size `config.lr_step` after `step` steps, with the LR a schedule built with
+        it would have reached (multiplied step by step, as StepLR does, so the numbers are the same)."""
+        c = self.config
+        lr = c.lr
+        for _ in range(step // c.lr_step):
+            lr = lr * c.lr_gamma
+        for group in self.optimizer_.param_groups:
+            group["lr"] = lr
+        self.scheduler_.step_size = c.lr_step
+        self.scheduler_._last_lr = [group["lr"] for group in self.optimizer_.param_groups]
+        self.lr_step_pending_ = False
 
     def _load_initial_weights(self, critic, source: str) -> None:
         """Copy the weights of a trained critic of the same kind, architecture and resolution."""
@@ -346,13 +354,13 @@ class CriticTrainer:
         start = self._setup()
         c = self.config
         self._log({"event": "resume" if start else "start", "step": start, "config": dataclasses.asdict(c)})
-        bar = tqdm(total=c.steps, initial=start, desc=f"{c.kind} {c.arch}", disable=not self.progress,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True, unit="step")
+        bar = progress_bar(self.progress, c.steps, start, f"{c.kind} {c.arch}")
         step, loss_avg, t0, t_last, s_last = start, None, time.perf_counter(), time.perf_counter(), start
+        budget = TimeBudget(c.minutes)
         try:
-            with _sigterm_as_interrupt():
+            with StopRequest() as stop:
                 self.critic_.train()
-                while step < c.steps:
+                while c.steps is None or step < c.steps:
                     loss = self._loss(step)
                     self.optimizer_.zero_grad(set_to_none=True)
                     loss.backward()
@@ -364,31 +372,63 @@ class CriticTrainer:
                     if not math.isfinite(value):
                         raise FloatingPointError(f"loss became {value} at step {step}")
                     loss_avg = value if loss_avg is None else 0.95 * loss_avg + 0.05 * value
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_avg:.4f}", val=headline(self.val_metrics_), refresh=False)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss_avg:.4f}", val=headline(self.val_metrics_), refresh=False)
                     if self.on_step is not None:
                         self.on_step(step, value)
+                    if c.steps is None:
+                        self._estimate_steps(budget, step, bar)
                     if step % 10 == 0 or step == c.steps:
                         now = time.perf_counter()
                         self._log({"step": step, "loss": value, "loss_avg": loss_avg, "lr": self.optimizer_.param_groups[0]["lr"],
                                    "steps_per_s": (step - s_last) / max(now - t_last, 1e-9)})
                         t_last, s_last = now, step
-                    if c.val_every and step % c.val_every == 0 and step < c.steps:
+                    if stop.signalled:
+                        self.stopped_by = "signal"
+                    elif budget.expired():
+                        self.stopped_by = "minutes"
+                    elif step == c.steps:
+                        self.stopped_by = "steps"
+                    if self.stopped_by is None and c.val_every and step % c.val_every == 0:
                         self._validate(step)
                         self.critic_.train()
-                    if step % c.checkpoint_every == 0 or step == c.steps:
+                    if self.stopped_by is not None or step % c.checkpoint_every == 0:
                         self._save_checkpoint(step)
+                    if self.stopped_by == "signal":
+                        raise KeyboardInterrupt
+                    if self.stopped_by is not None:
+                        break
         except KeyboardInterrupt:
-            bar.close()
-            if step > start:
+            if bar is not None:
+                bar.close()
+            if step > start and self.stopped_by != "signal":  # stopped within a step: its checkpoint now
                 self._save_checkpoint(step)
+            self.stopped_by = "signal"
             self._log({"event": "interrupted", "step": step})
             raise
-        bar.close()
+        if bar is not None:
+            bar.close()
+        self.stopped_by = self.stopped_by or "steps"  # resumed at or beyond its last step
         self._validate(step)
-        self.elapsed_ = time.perf_counter() - t0
+        self.elapsed_, self.steps_done_ = time.perf_counter() - t0, step
         self._finish(step, start)
         return self
+
+    def _estimate_steps(self, budget: TimeBudget, step: int, bar) -> None:
+        """Turn the time budget into the run's step count once the speed is known."""
+        estimate = budget.estimate_total_steps(step)
+        if estimate is None:
+            return
+        c = self.config
+        c.steps = max(estimate, step)
+        self._log({"event": "steps estimated", "step": step, "steps": c.steps, "minutes": c.minutes})
+        if self.lr_step_pending_:
+            c.lr_step = max(1, c.steps // 4)
+            self._set_lr_step(step)
+        if bar is not None:
+            bar.total = c.steps
+            bar.refresh()
 
     def _finish(self, step: int, start: int) -> None:
         c = self.config
@@ -399,17 +439,18 @@ class CriticTrainer:
             data_hash=self.data_hash_,
             seed=c.seed,
             training=dataclasses.asdict(c),
-            command=c.command_line(self.data, self.out, self.val),
+            command=dataclasses.replace(c, steps=step).command_line(self.data, self.out, self.val),
             argv=sys.argv,
             data={"path": str(self.data), "sha256": self.data_hash_, "content_sha256": self.data_content_hash_,
                   "n_drawings": len(self.dataset_.images),
                   "n_classes": self.dataset_.n_classes, "meta": {k: self.dataset_.meta.get(k) for k in ("name", "split", "source", "image_size")}},
             validation={"path": str(self.val), "sha256": file_sha256(self.val), "metrics": self.val_metrics_} if self.val else None,
             steps_done=step,
+            stopped_by=self.stopped_by,
             resumed_at=start or None,
             parent=self.parent_,
         )
-        self._log({"event": "done", "step": step, "val": self.val_metrics_})
+        self._log({"event": "done", "step": step, "stopped_by": self.stopped_by, "val": self.val_metrics_})
 
 
 def train_critic(config: TrainConfig, data, out, val=None, resume: bool = False, on_step=None, progress: bool = True) -> Critic:

@@ -266,8 +266,14 @@ def for_generator(generator, **options) -> DiffusionImportance:
     if not hasattr(generator, "predict_noise") or not hasattr(generator, "schedule"):
         raise InputError(f"expected an exemplar-conditioned diffusion generator (cfgdm), got {getattr(generator, 'name', type(generator).__name__)!r}",
                          field="generator")
+    # Sampler, steps and guidance are checked by the family, as `drawgap sample` checks them (a wrong sampler,
+    # or a guidance the family lacks or cannot use, is refused with the same message); None: its default.
+    checked = generator.sampling_options(**{k: options.get(k) for k in ("sampler", "steps", "guidance")})
+    if "guidance" not in checked:  # e.g. fsdm: conditioned on a set, without guidance
+        raise InputError(f"expected an exemplar-conditioned diffusion generator (cfgdm), got {generator.name!r}", field="generator")
+    options = {**options, **checked}
     kinds = tuple(options.get("kinds", DEFAULT_KINDS))
-    guidance = float(options.get("guidance", 1.0))
+    guidance = options["guidance"]
     if getattr(generator, "cond_drop_prob", 0.1) == 0 and (guidance != 0 or set(kinds) & {"guided", "guided_diff", "implicit"}):
         raise InputError(f"{generator.name} was trained without dropping the condition: it has no unconditional noise "
                          "for the guided and implicit maps; use a cfgdm, or --kind loss_grad with --guidance 0", field="generator")

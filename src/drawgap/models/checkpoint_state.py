@@ -19,10 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from drawgap.errors import InputError
 from drawgap.io import atomic_path
+from drawgap.training_core import load_checkpoint_file
 
 EMA_FILE = "ema.safetensors"
 SCHEDULES_FILE = "schedules.json"
@@ -102,11 +101,7 @@ def _read_ema_state(checkpoint: Path, ema) -> dict:
         state = _read_safetensors_ema(path)
     elif (checkpoint / LEGACY_EMA_FILE).exists():
         path = checkpoint / LEGACY_EMA_FILE
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # weights_only refuses any other object: a planted pickle ends here, unrun
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"refused: expected only tensors and numbers ({type(exc).__name__}: {first})", path=path) from None
+        state = load_checkpoint_file(path, "an EMA state")  # a planted pickle ends here, unrun
     else:
         raise InputError(f"no EMA state ({EMA_FILE}) in the checkpoint", path=checkpoint)
     expected = [tuple(p.shape) for p in ema.shadow_params]

@@ -32,13 +32,11 @@ drawgap picks accelerate's CPU backend, gloo, so that command runs N CPU process
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from drawgap.models.checkpoint_state import load_checkpoint, remove_stale_checkp
 from drawgap.models.class_augment import augment_class
 from drawgap.options import given, model_fields, option
 from drawgap.provenance import provenance
+from drawgap.training_core import StopRequest, TimeBudget, append_log, progress_bar
 
 CHECKPOINTS = "checkpoints"
 
@@ -176,32 +175,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------ signals
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (then checkpoints and stops)."""
-
-    def __init__(self):
-        self.signalled = False
-        self._previous = {}
-
-    def __enter__(self):
-        with contextlib.suppress(ValueError):  # signal handlers can only be set from the main thread
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signalled:  # a second signal: stop now, without the checkpoint
-            raise KeyboardInterrupt
-        self.signalled = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 # ------------------------------------------------------------------------------------------------- train
 
 
@@ -289,13 +262,11 @@ def train(
     def save_checkpoint() -> None:
         _save_checkpoint(accelerator, run_dir, state, ema, schedules, unwrapped, options, world)
 
-    bar = _progress(progress and main, state)
-    budget_s = None if options.minutes is None else options.minutes * 60.0
-    started = time.monotonic()
-    calib_from: tuple[int, float] | None = None
+    bar = progress_bar(progress and main, state.total_steps, state.step)
+    budget = TimeBudget(options.minutes, options.calibration_steps)
     recent_losses: list[float] = []
     stopped_by = None
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         while stopped_by is None:
             # accelerate's loader re-sets its sampler's epoch from its own counter: keep both on ours
             loader.set_epoch(state.epoch)
@@ -327,28 +298,21 @@ def train(
                 if state.step % options.log_every == 0:
                     state.loss = _mean_loss(accelerator, recent_losses)
                     if main:
-                        _log(run_dir, state, _learning_rates(optimizers), options.batch_size * world, started)
+                        _log(run_dir, state, _learning_rates(optimizers), options.batch_size * world)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
                 # turn a time budget into a step count once the speed is known (then the LR decays to 0 on time)
                 if state.total_steps is None:
-                    if calib_from is None:
-                        calib_from = (state.step, time.monotonic())  # after the first (slow) step
-                    elif state.step - calib_from[0] >= options.calibration_steps:
-                        per_step = (time.monotonic() - calib_from[1]) / (state.step - calib_from[0])
-                        left = max(0.0, budget_s - (time.monotonic() - started))
-                        estimate = torch.tensor([state.step + int(left / per_step)], device=accelerator.device)
-                        state.total_steps = int(_broadcast(estimate))
+                    estimate = budget.estimate_total_steps(state.step)
+                    if estimate is not None:  # every process takes the main one's
+                        state.total_steps = int(_broadcast(torch.tensor([estimate], device=accelerator.device)))
                         if bar is not None:
                             bar.total = state.total_steps
                             bar.refresh()
 
-                flags = torch.tensor(
-                    [float(stop.signalled), float(budget_s is not None and time.monotonic() - started >= budget_s)],
-                    device=accelerator.device,
-                )
+                flags = torch.tensor([float(stop.signalled), float(budget.expired())], device=accelerator.device)
                 flags = accelerator.reduce(flags, "sum") if world > 1 else flags
                 if flags[0] > 0:
                     stopped_by = "signal"
@@ -458,15 +422,7 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, schedul
     accelerator.wait_for_everyone()
 
 
-def _progress(enabled: bool, state: TrainState):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=state.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True)
-
-
-def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch: int, started: float) -> None:
+def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch: int) -> None:
     per_step = state.seconds / max(state.step, 1)
     line = {
         "step": state.step,
@@ -476,8 +432,7 @@ def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch
         "items_per_second": round(global_batch / per_step, 2) if per_step > 0 else None,
         "seconds": round(state.seconds, 2),
     }
-    with open(run_dir / "log.jsonl", "a") as fh:
-        fh.write(json.dumps(line) + "\n")
+    append_log(run_dir / "log.jsonl", line)
 
 
 # ------------------------------------------------------------------------------------- from files (CLI)
