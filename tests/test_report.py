@@ -479,3 +479,5 @@ def test_importance_figure_outlines_the_drawing_each_map_explains():
     axes = np.asarray(fig.axes).reshape(3, 2)
     contours = [[len(ax.collections) for ax in row] for row in axes[1:]]
     assert contours == [[1, 1], [1, 0]]  # the diffusion row outlines the exemplars, the critic row its drawings
+    labels = [row[0].get_ylabel() for row in axes[1:]]  # and says so: its drawings are not the top row's
+    assert "another drawing" not in labels[0] and "another drawing" in labels[1]

@@ -63,7 +63,11 @@ def importance_figure(categories, exemplars: np.ndarray | None, human: np.ndarra
             if r == 0:
                 ax.set_title(_short(categories[c]), fontsize=7)
         # long source names ("CFGDM g=1 implicit classifier") on two or three lines, not over the panel above
-        axes[r, 0].set_ylabel(textwrap.fill(name, 18, break_on_hyphens=False, break_long_words=False), fontsize=8)
+        label = textwrap.fill(name, 18, break_on_hyphens=False, break_long_words=False)
+        own = (outlines or {}).get(name)
+        if own is not None and (exemplars is None or not np.array_equal(np.asarray(own), np.asarray(exemplars))):
+            label += "\n(on another drawing,\noutlined)"  # a critic explains a test drawing, not the top row's
+        axes[r, 0].set_ylabel(label, fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
