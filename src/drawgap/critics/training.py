@@ -386,10 +386,10 @@ class CriticTrainer:
                         t_last, s_last = now, step
                     if stop.signalled:
                         self.stopped_by = "signal"
+                    elif step == c.steps:  # the recipe is done, even when the budget ends on the same step
+                        self.stopped_by = "steps"
                     elif budget.expired():
                         self.stopped_by = "minutes"
-                    elif step == c.steps:
-                        self.stopped_by = "steps"
                     if self.stopped_by is None and c.val_every and step % c.val_every == 0:
                         self._validate(step)
                         self.critic_.train()
