@@ -316,10 +316,10 @@ def train(
                 flags = accelerator.reduce(flags, "sum") if world > 1 else flags
                 if flags[0] > 0:
                     stopped_by = "signal"
+                elif state.total_steps is not None and state.step >= state.total_steps:
+                    stopped_by = "steps"  # the recipe is done, even when the budget ends on the same step (as critics)
                 elif flags[1] > 0:
                     stopped_by = "minutes"
-                elif state.total_steps is not None and state.step >= state.total_steps:
-                    stopped_by = "steps"
                 if stopped_by is not None and recent_losses:  # every process stops at this same step
                     state.loss = _mean_loss(accelerator, recent_losses)
                 if stopped_by is not None or state.step % options.checkpoint_every == 0:
