@@ -19,6 +19,15 @@ def samples_file_name(generator: str, guidance: float | None) -> str:
     return f"{generator}.npz" if guidance is None else f"{generator}_g{format(float(guidance), 'g')}.npz"
 
 
+def guidance_suffix(generator: str, params: dict) -> str:
+    """" g=2" for a guided run (cfgdm without a recorded guidance: its default 1, as files written before the
+    guidance used was recorded), " g=0.5" for any other non-zero guidance, "" otherwise (DDPM's 0 says nothing)."""
+    g = params.get("guidance")
+    if generator in GUIDED_GENERATORS and g is None:
+        g = 1.0
+    return f" g={float(g):g}" if g is not None and (generator in GUIDED_GENERATORS or float(g) != 0) else ""
+
+
 def system_name(meta: dict | None) -> str | None:
     """The default system name of a samples file from its meta (None when the meta names no generator)."""
     meta = meta or {}
@@ -29,11 +38,7 @@ def system_name(meta: dict | None) -> str | None:
         return "human (exemplar excluded)" if meta.get("exemplar_rows", 1) == 0 else "human"
     params = meta.get("params") or {}
     name = str(generator)
-    g = params.get("guidance")
-    if generator in GUIDED_GENERATORS and g is None:
-        g = 1.0  # files written before the guidance used was recorded: cfgdm's default
-    if g is not None and (generator in GUIDED_GENERATORS or float(g) != 0):
-        name += f" g={float(g):g}"
+    name += guidance_suffix(generator, params)
     sampler, steps = params.get("sampler"), params.get("steps")
     if sampler is not None and (sampler != DEFAULT_SAMPLER or steps not in (None, DEFAULT_STEPS)):
         name += f" ({sampler}" + ("" if steps is None else f", {steps} steps") + ")"

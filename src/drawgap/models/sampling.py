@@ -132,7 +132,8 @@ def warn_other_dataset(run_dir: Path, source: dict) -> None:
     generator trained on Omniglot draws strokes exemplars of the same size without complaint, but badly)."""
     import warnings
 
-    trained, given = trained_on(run_dir).get("name"), source.get("name")
+    record = trained_on(run_dir)
+    trained, given = record.get("name"), source.get("name")
     if trained and given and trained != given:
-        warnings.warn(f"{run_dir} was trained on {trained!r} ({trained_on(run_dir).get('path')}) but the exemplars in "
+        warnings.warn(f"{run_dir} was trained on {trained!r} ({record.get('path')}) but the exemplars in "
                       f"{source.get('path')} come from {given!r}: its drawings may say little about either", stacklevel=2)

@@ -70,7 +70,7 @@ class Results:
 
 def system_label(metrics: dict) -> str:
     """Display name: `human`, `DDPM`, `CFGDM g=0.5`, or the metrics' `system` (a name given at evaluation)."""
-    from drawgap.models.naming import GUIDED_GENERATORS, system_name
+    from drawgap.models.naming import guidance_suffix, system_name
 
     meta = metrics.get("samples_meta") or {}
     generator, system = meta.get("generator"), metrics.get("system")
@@ -79,11 +79,7 @@ def system_label(metrics: dict) -> str:
     if system not in (None, generator, system_name(meta)):  # a name given at evaluation
         return str(system)
     if generator in KNOWN_GENERATORS:
-        g = (meta.get("params") or {}).get("guidance")
-        if g is None and generator in GUIDED_GENERATORS:
-            g = 1.0  # files from before the guidance used was recorded: cfgdm's default
-        shown = g is not None and (generator in GUIDED_GENERATORS or float(g) != 0)  # DDPM's 0 says nothing
-        return KNOWN_GENERATORS[generator] + (f" g={float(g):g}" if shown else "")
+        return KNOWN_GENERATORS[generator] + guidance_suffix(generator, meta.get("params") or {})
     return str(system or generator or "system")
 
 
