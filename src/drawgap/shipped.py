@@ -26,6 +26,13 @@ SHIPPED: dict[str, Shipped] = {
     "omniglot-b-simclr": Shipped("critic", "A second, independent Omniglot SimCLR (strong augmentation, seed 7; 50 px): "
                                            "scores that do not depend on one critic (evaluate --critics omniglot,omniglot-b)"),
     "omniglot-b-protonet": Shipped("critic", "A second, independent Omniglot ProtoNet (seed 7; 50 px), the pair of omniglot-b-simclr"),
+    "quickdraw-simclr": Shipped("critic", "SimCLR features of QuickDraw-FS drawings (the real Quick, Draw! build, 48 px): "
+                                          "diversity, originality"),
+    "quickdraw-protonet": Shipped("critic", "ProtoNet one-shot classifier of QuickDraw-FS drawings (ResNet, 48 px): recognizability"),
+    "quickdraw-ddpm": Shipped("generator", "DDPM conditioned on the exemplar, QuickDraw-FS from real Quick, Draw! (48 px)"),
+    "quickdraw-cfgdm": Shipped("generator", "CFGDM (classifier-free guidance), QuickDraw-FS from real Quick, Draw! (48 px)"),
+    "quickdraw-fsdm": Shipped("generator", "FSDM (few-shot diffusion, set-conditioned), QuickDraw-FS from real Quick, Draw! (48 px)"),
+    "omniglot-fsdm": Shipped("generator", "FSDM (few-shot diffusion, set-conditioned), Omniglot weak split (48 px)"),
     "strokes-simclr": Shipped("critic", "SimCLR features of the built-in strokes dataset (48 px)"),
     "strokes-protonet": Shipped("critic", "ProtoNet one-shot classifier of the built-in strokes dataset (48 px)"),
 }
