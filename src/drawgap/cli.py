@@ -859,6 +859,81 @@ def _train_command(family):
     return command
 
 
+class _SweepCommands(_FamilyCommands):
+    """`drawgap sweep FAMILY`: a command per generator family, built from its declared options like `train`'s."""
+
+    def get_command(self, ctx, name: str):
+        from drawgap.models.registry import generator_class
+
+        return _sweep_command(generator_class(name))  # InputError naming the known families
+
+
+sweep_app = typer.Typer(cls=_SweepCommands, no_args_is_help=True,
+                        help="One variant of a generator family per value of one of its options, each evaluated against "
+                             "humans, and the cloud on the diversity-recognizability plane (the NeurIPS sweeps).")
+app.add_typer(sweep_app, name="sweep")
+
+
+def _sweep_command(family):
+    """The `drawgap sweep FAMILY` command: the sweep's options, the family's (given to every variant), the loop's."""
+    import inspect
+
+    from drawgap.models.training import TrainOptions
+    from drawgap.options import given, typer_parameters
+
+    def sweep_family(param: str, test: Path, critics: str, out: Path, data: Optional[Path], generator: Optional[str],
+                     classes: int, per_exemplar: int, sampler: Optional[str], sampler_steps: Optional[int], queries: int,
+                     bootstrap: int, **options) -> None:
+        from drawgap.pipelines.sweep import SweepConfig, SweepInterrupted, run_sweep
+
+        loop = given(TrainOptions, options)
+        seed = loop.pop("seed", 0)
+        cfg = SweepConfig(family=family.name, param=param, test=test, critics=critics, out=out, data=data,
+                          generator=generator, family_options=given(family.Options, options), train_options=loop,
+                          seed=seed, classes=classes, per_exemplar=per_exemplar, sampler=sampler,
+                          sampler_steps=sampler_steps, queries=queries, bootstrap=bootstrap)
+        echo = lambda line: typer.echo(f"sweep {family.name}: {line}", err=True)  # noqa: E731
+        try:
+            with _metric_warnings_to_stderr():
+                result = run_sweep(cfg, echo=echo, progress=sys.stderr.isatty())
+        except SweepInterrupted as exc:
+            typer.echo(f"drawgap: {exc}", err=True)
+            sys.exit(130)
+        _echo_written("sweep", result.path, f"{len(result.variants)} variants; figure {', '.join(map(str, result.figures))}")
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+
+    def opt(name, annotation, default, *decls, help):
+        return inspect.Parameter(name, keyword, annotation=annotation, default=typer.Option(default, *decls, help=help))
+
+    sweep_family.__signature__ = inspect.Signature([
+        opt("param", str, ..., "--param", help="The option to sweep and its values: NAME=v1,v2,... (a training option of the "
+            "family trains a variant per value; a sampling option, e.g. guidance, samples --generator per value)."),
+        opt("data", Optional[Path], None, "--data", help="Training dataset file (.npz): training options."),
+        opt("test", Path, ..., "--test", help="Test dataset file (.npz): the exemplars drawn from, and the human reference."),
+        opt("critics", str, ..., "--critics", help="Critic pair by prefix (e.g. strokes, omniglot), as `drawgap evaluate --critics`."),
+        inspect.Parameter("out", keyword, annotation=Path, default=typer.Option(
+            ..., "--out", callback=_writable_folder, help="Sweep folder: sweep.json, sweep.png/pdf, runs/, samples/, metrics/ "
+            "(rerun the same command to continue an interrupted sweep).")),
+        opt("generator", Optional[str], None, "--generator", help="Sampling options: the trained run directory or shipped name to sample."),
+        opt("classes", int, 0, "--classes", help="Evaluate on the first N test classes (0: all)."),
+        opt("per_exemplar", int, 10, "--per-exemplar", help="Drawings per exemplar, and human drawings per class."),
+        opt("sampler", Optional[str], None, "--sampler", help="Diffusion sampler for every variant (default: the family's)."),
+        opt("sampler_steps", Optional[int], None, "--sampler-steps", help="Diffusion sampler steps for every variant (default: the sampler's)."),
+        opt("queries", int, 500, "--queries", help="Queries per class in the recognizability task list."),
+        opt("bootstrap", int, 1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+        *typer_parameters(family.Options),
+        *typer_parameters(TrainOptions),
+    ])
+    one = typer.Typer(add_completion=False)
+    one.command(name=family.name, help=f"Sweep one option of {family.name}: train or sample a variant per value, evaluate each, "
+                "draw the cloud.")(sweep_family)
+    command = typer.main.get_command(one)
+    command.name = family.name
+    _hide_flag_types(command)
+    return command
+
+
 @app.command("sample")
 def sample_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `drawgap train`, or a shipped generator's name (`drawgap generators`)."),
