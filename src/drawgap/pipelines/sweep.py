@@ -184,6 +184,15 @@ class SweepConfig:
     queries: int = 500
     bootstrap: int = 1000
 
+    def command(self) -> str:
+        """The `drawgap sweep` command line that runs (or continues) this sweep, from the CLI's own options."""
+        from drawgap.options import cli_command
+
+        return cli_command(["sweep", self.family], param=self.param, data=self.data, test=self.test, critics=self.critics,
+                           out=self.out, generator=self.generator, classes=self.classes, per_exemplar=self.per_exemplar,
+                           sampler=self.sampler, sampler_steps=self.sampler_steps, queries=self.queries,
+                           bootstrap=self.bootstrap, **self.family_options, **self.train_options, seed=self.seed)
+
     def settings(self) -> dict:
         """What makes two runs of the sweep comparable (everything but the values and the output folder)."""
         keep = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("out", "param")}
@@ -332,7 +341,7 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print, progress: b
             "values": values, "complete": complete, "settings": cfg.settings(),
             "human": {"samples": _rel(human, cfg.out), "metrics": _rel(human_metrics, cfg.out)},
             "variants": ordered, "provenance": provenance(cfg.settings(), cfg.seed),
-            "command": provenance()["command"],
+            "command": cfg.command(),
         })
 
     for i, (value, name) in enumerate(zip(values, names), start=1):
