@@ -168,3 +168,25 @@ def test_vae_ns_refuses_one_set_per_step(cli, tmp_path):
     r = cli("train", "vae-ns", "--data", data, "--out", tmp_path / "run", "--steps", 2, "--batch-size", 1, "--context", 2,
             "--conv-channels", "4,4,4,4", "--z-dim", 2, "--c-dim", 4, "--hidden-dim", 8)
     assert r.code == 2 and r.err.strip().splitlines()[-1].startswith("drawgap: error: ") and "--batch-size" in r.err, r
+
+
+def test_vae_ns_terms_are_finite_under_bf16_autocast():
+    """Under bf16 autocast a confident decoder (p = sigmoid(20) rounds to 1 in bfloat16) made log(1 - p) = -inf
+    and 0 x -inf = NaN for every ink pixel: `train vae-ns --bf16` died at its first step. The likelihood and
+    the KL are now computed in float32 (the likelihood equal to the fp32 model's, the clamp deciding it here)."""
+    torch.manual_seed(0)
+    model = VAENS(image_size=SIZE, **TINY["vae-ns"]).train()
+    with torch.no_grad():
+        model.dec_out.bias.fill_(20.0)  # every pixel inked with p = 1 - 2e-9, clamped to 1 - 1e-6
+    sets = (torch.rand(2, 3, 1, SIZE, SIZE) > 0.5).float()
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        t16 = model.terms(sets)
+    torch.manual_seed(1)
+    t32 = model.terms(sets)
+    assert t16["logpx"].dtype == torch.float32 and t16["kl"].dtype == torch.float32
+    assert torch.isfinite(t16["logpx"]) and torch.isfinite(t16["kl"])
+    # the blank pixels each cost log(1e-6) (the clamp), the ink pixels log(1 - 1e-6) ~ 0
+    blank = float((1 - sets).sum()) / 6
+    assert float(t16["logpx"]) == pytest.approx(blank * math.log(1e-6), rel=1e-3)
+    assert float(t16["logpx"]) == pytest.approx(float(t32["logpx"]), rel=1e-3)
