@@ -190,3 +190,23 @@ def test_vae_ns_terms_are_finite_under_bf16_autocast():
     blank = float((1 - sets).sum()) / 6
     assert float(t16["logpx"]) == pytest.approx(blank * math.log(1e-6), rel=1e-3)
     assert float(t16["logpx"]) == pytest.approx(float(t32["logpx"]), rel=1e-3)
+
+
+def test_options_and_run_directories_of_another_family_are_refused_by_name(cli, tmp_path, data_file):
+    """Issue 14's bad input: an option a family lacks (one line naming it, exit 2), and a run directory of one
+    family given to another, with or without --resume (both families named, the run left as it was)."""
+    r = cli("train", "ddpm", "--data", data_file, "--out", tmp_path / "d", "--steps", 1, "--context", 5)
+    assert r.code == 2 and r.err.strip().splitlines() == [
+        "drawgap: error: --context: `drawgap train ddpm` has no such option (see `drawgap train ddpm --help`)"], r
+    assert not (tmp_path / "d").exists()
+    stn = [x for k, v in TINY["vae-stn"].items() for x in (f"--{k.replace('_', '-')}", v)]
+    run = tmp_path / "stn"
+    assert cli("train", "vae-stn", "--data", data_file, "--out", run, "--steps", 1, "--batch-size", 3, *stn).code == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    ns = [x for k, v in TINY["vae-ns"].items() for x in (f"--{k.replace('_', '-')}", v)]
+    for extra, says in ((["--resume"], "`drawgap train vae-ns --resume` cannot continue it"),
+                        ([], "`drawgap train vae-ns` neither continues nor overwrites it")):
+        r = cli("train", "vae-ns", "--data", data_file, "--out", run, "--steps", 2, "--batch-size", 3, *ns, *extra)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r
+        assert "holds a vae-stn run, not a vae-ns one" in r.err and says in r.err, r.err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

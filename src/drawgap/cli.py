@@ -1103,6 +1103,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     except exits as exc:
         sys.exit(exc.exit_code)
     except usage as exc:
+        if type(exc).__name__ == "NoSuchOption" and getattr(exc, "ctx", None) is not None:
+            # one line naming the option and the command (`train ddpm --context 5`: ddpm has no context)
+            path = exc.ctx.command_path  # "drawgap train ddpm"
+            close = getattr(exc, "possibilities", None)
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else f" (see `{path} --help`)"
+            typer.echo(f"drawgap: error: {exc.option_name}: `{path}` has no such option{hint}", err=True)
+            sys.exit(2)
         exc.show()
         sys.exit(exc.exit_code)
     except (*aborts, KeyboardInterrupt):
