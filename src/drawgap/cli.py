@@ -1018,6 +1018,7 @@ def demo_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     importance_classes: int = typer.Option(10, "--importance-classes", help="Test exemplars whose CFGDM importance maps are made, besides the critics' (0: skip the importance stage)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the training and of the drawings."),
+    generators: Optional[str] = typer.Option(None, "--generators", help="Comma-separated generator families to draw with, shipped ones copied and the others trained (default: every generator shipped for the dataset, ddpm and cfgdm trained if not; with --train: ddpm,cfgdm)."),
 ) -> None:
     """The whole study into one folder: data, generators, sampling, evaluation, report (what `make demo` runs)."""
     from drawgap.models.sampling import parse_guidance
@@ -1026,7 +1027,8 @@ def demo_cmd(
     config = DemoConfig(out=out, data=data, source=source, train=train, budget=budget, train_steps=train_steps,
                         classes=classes, per_exemplar=per_exemplar, sampler_steps=sampler_steps,
                         guidance=tuple(parse_guidance(guidance)), queries=queries, bootstrap=bootstrap,
-                        importance_classes=importance_classes, seed=seed)
+                        importance_classes=importance_classes, seed=seed,
+                        generators=None if generators is None else tuple(g.strip() for g in generators.split(",") if g.strip()))
     with _metric_warnings_to_stderr():
         run_demo(config, main_console())
 
