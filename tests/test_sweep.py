@@ -135,6 +135,15 @@ def test_sampling_sweep_samples_one_generator_per_guidance(cli, files, tmp_path)
     assert names == {"guidance=2": "cfgdm guidance=2", "guidance=0": "cfgdm guidance=0"}
 
 
+def test_help_lists_the_families_and_what_each_can_sweep(cli):
+    r = cli("sweep", "--help")
+    assert r.code == 0 and all(f in r.out for f in ("vae-ns", "vae-stn", "dagan-un", "dagan-rn", "cfgdm", "ddpm", "fsdm"))
+    r = cli("sweep", "vae-stn", "--help")
+    text = " ".join(r.out.replace("│", " ").split())
+    assert r.code == 0 and "Training options (a run per value, --data): time-steps, z-size," in text
+    assert "Sampling options (--generator sampled per value): none." in text and "--time-steps" in text
+
+
 def test_options_and_their_kind_come_from_the_family_declaration():
     ns = sweepable_options(generator_class("vae-ns"))
     assert ns["context"].kind == "training" and ns["beta"].kind == "training" and "guidance" not in ns

@@ -925,9 +925,13 @@ def _sweep_command(family):
         *typer_parameters(family.Options),
         *typer_parameters(TrainOptions),
     ])
+    from drawgap.pipelines.sweep import sweepable_options
+
+    kinds = {kind: ", ".join(o.flag for o in sweepable_options(family).values() if o.kind == kind) for kind in ("training", "sampling")}
     one = typer.Typer(add_completion=False)
-    one.command(name=family.name, help=f"Sweep one option of {family.name}: train or sample a variant per value, evaluate each, "
-                "draw the cloud.")(sweep_family)
+    one.command(name=family.name, help=f"Sweep one option of {family.name}, evaluate each variant, draw the cloud. Training "
+                f"options (a run per value, --data): {kinds['training'] or 'none'}. Sampling options (--generator sampled "
+                f"per value): {kinds['sampling'] or 'none'}.")(sweep_family)
     command = typer.main.get_command(one)
     command.name = family.name
     _hide_flag_types(command)
