@@ -171,6 +171,8 @@ def test_options_and_their_kind_come_from_the_family_declaration():
     (["sweep", "vae-ns", "--param", "context=2,3", "--generator", "strokes-cfgdm"], "--generator: context is a training option"),
     (["sweep", "dagan-un", "--param", "guidance=0,1"], "dagan-un has no option 'guidance' to sweep (it has training: z-size,"),
     (["sweep", "vae-ns", "--param", "beta=1,2", "--sampler", "ddim"], "--sampler: vae-ns has no sampler option"),
+    (["sweep", "vae-ns", "--param", "beta=1,2", "--per-exemplar", "1"], "--per-exemplar: expected an integer >= 2, got 1"),
+    (["sweep", "vae-ns", "--param", "beta=1,2", "--bogus", "1"], "--bogus: `drawgap sweep vae-ns` has no such option"),
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, files, tmp_path, args, message):
     out = tmp_path / "out"

@@ -215,13 +215,14 @@ def _check_config(cfg: SweepConfig):
 
     family = generator_class(cfg.family)  # an unknown name lists the known ones
     option, values = parse_param(family, cfg.param)
-    for name, low in (("classes", 0), ("per_exemplar", 1), ("queries", 1), ("bootstrap", 1)):
+    # two drawings per class at least: diversity is a spread (as the demo's --per-exemplar)
+    for name, low in (("classes", 0), ("per_exemplar", 2), ("queries", 1), ("bootstrap", 1)):
         if getattr(cfg, name) < low:
             raise InputError(f"expected an integer >= {low}, got {getattr(cfg, name)}", field=f"--{name.replace('_', '-')}")
     if option.name in cfg.family_options:
         raise InputError(f"{option.flag} is swept by --param; do not also give --{option.flag}", field=f"--{option.flag}")
-    for key, flag in (("sampler", "--sampler"), ("steps", "--sampler-steps")):
-        if getattr(cfg, "sampler" if key == "sampler" else "sampler_steps") is None:
+    for key, given, flag in (("sampler", cfg.sampler, "--sampler"), ("steps", cfg.sampler_steps, "--sampler-steps")):
+        if given is None:
             continue
         if key not in family.sampling_defaults:
             takes = ", ".join(f"--{k}" for k in family.sampling_defaults) or "no sampling options"
