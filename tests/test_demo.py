@@ -149,6 +149,7 @@ def test_demo_trains_when_no_generator_is_shipped(tmp_path, monkeypatch):
     ({"source": "x"}, "--source"),
     ({"budget": 0}, "--budget"),
     ({"per_exemplar": 1}, "--per-exemplar"),
+    ({"generators": "ddpm,gan"}, "--generators"),
 ])
 def test_demo_bad_options(cli, tmp_path, options, field):
     args = []
