@@ -194,3 +194,41 @@ def test_rerun_with_other_settings_is_refused(cli, files, tmp_path):
     r = cli(*[a if a != "1" or i != args.index("--steps") + 1 else "2" for i, a in enumerate(args)])
     assert r.code == 2 and "holds a sweep with other settings (train_options differ)" in r.err, r
     assert (out / "sweep.json").read_text() == before
+
+
+def test_ctrl_c_in_a_real_process_then_the_same_command_resumes(cli, files, tmp_path):
+    """`drawgap sweep` as a process: SIGINT during the first variant's training stops it with its checkpoint
+    (exit 130, one line saying how to continue); the same command then resumes it and finishes the sweep."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    args = [str(a) for a in _context_sweep(files, out)]
+    args[args.index("--steps") + 1] = "80"
+    args += ["--checkpoint-every", "4"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env.pop("PYTEST_CURRENT_TEST", None)
+    proc = subprocess.Popen([sys.executable, "-m", "drawgap.cli", *args], env=env, stderr=subprocess.PIPE, text=True)
+    checkpoints = out / "runs" / "context=3" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints.is_dir() and any(p.name.startswith("step_") for p in checkpoints.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "drawgap: interrupted while training context=3" in err and "rerun the same command to continue" in err
+    assert "Traceback" not in err
+    record = json.loads((out / "sweep.json").read_text())
+    assert [v["training"]["stopped_by"] for v in record["variants"]] == ["signal"]
+    stopped = record["variants"][0]["training"]["step"]
+    assert 4 <= stopped < 80
+
+    r = cli(*args)
+    assert r.code == 0, r
+    assert "[1/2] context=3: training (resumed from its newest checkpoint)" in r.err
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["complete"] and [v["training"]["step"] for v in record["variants"]] == [80, 80]
+    assert (out / "sweep.png").is_file()
