@@ -71,6 +71,56 @@ def test_demo_end_to_end_with_shipped_generators(cli, shipped, tmp_path):
     assert after["recognizability"] == json.loads(before)["recognizability"]
 
 
+def test_demo_draws_with_every_generator_shipped_for_the_dataset(cli, shipped, tmp_path, monkeypatch):
+    """A generator added to the shipped table (`<data>-<family>`) joins the demo's samples, tables and plane with
+    no edit to the demo: sampled once (no guidance, no sampler), evaluated, in the results; one listed but not
+    installed is left out with a note; `--train` trains ddpm and cfgdm only, and `--generators` says otherwise."""
+    from drawgap import shipped as table
+
+    tiny = {"vae-ns": dict(context=2, z_dim=2, c_dim=4, hidden_dim=8, conv_channels="2,2,2,2"),
+            "dagan-un": dict(z_size=2, widths=[2, 2, 2, 2], critic_inner_layers=1, critic_dense=4)}
+    for family, config in tiny.items():
+        create_generator(family, seed=0, image_size=48, **config).save(shipped / f"strokes-{family}")
+    for family in (*tiny, "vae-stn"):  # vae-stn: in the table, its weights not installed
+        monkeypatch.setitem(table.SHIPPED, f"strokes-{family}", table.Shipped("generator", f"{family} on strokes"))
+    assert demo.demo_generators(demo.DemoConfig(out=tmp_path)) == ["ddpm", "cfgdm", "vae-ns", "dagan-un", "vae-stn"]
+    assert demo.demo_generators(demo.DemoConfig(out=tmp_path, train=True)) == ["ddpm", "cfgdm"]
+    assert demo.demo_generators(demo.DemoConfig(out=tmp_path, train=True, generators=("vae-ns",))) == ["vae-ns"]
+
+    out = tmp_path / "demo"
+    r = cli("demo", "--out", out, "--classes", 3, "--per-exemplar", 3, "--sampler-steps", 2, "--guidance", "1",
+            "--queries", 10, "--bootstrap", 20, "--importance-classes", 0)
+    assert r.code == 0, r
+    assert "strokes-vae-stn is listed as shipped but its weights are not installed: left out" in " ".join(r.out.split())
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["cfgdm_g1.npz", "dagan-un.npz", "ddpm.npz", "vae-ns.npz"]
+    record = json.loads((out / "demo.json").read_text())
+    assert record["generators"]["vae-ns"]["source"] == "shipped" and "vae-stn" not in record["generators"]
+    (command,) = [c for c in record["commands"] if c.startswith("drawgap sample") and "generators/vae-ns" in c]
+    assert "--sampler" not in command and "--guidance" not in command and "--steps" not in command
+    names = [s["name"] for s in load_results(out).systems]
+    assert {"vae-ns", "dagan-un", "DDPM", "CFGDM g=1", "human"} <= set(names), names
+    assert (out / "figures" / "plane.pdf").is_file()
+    # the recorded command redraws the same samples
+    before = (out / "samples" / "vae-ns.npz").read_bytes()
+    assert cli(*command.split()[1:]).code == 0
+    from drawgap.data.formats import read_samples
+
+    assert np.array_equal(read_samples(out / "samples" / "vae-ns.npz").samples, read_samples(_bytes_file(tmp_path, before)).samples)
+
+
+def _bytes_file(tmp_path, data: bytes):
+    path = tmp_path / "before.npz"
+    path.write_bytes(data)
+    return path
+
+
+def test_demo_generators_option_is_checked(tmp_path):
+    with pytest.raises(InputError, match="--generators: unknown generator 'gan'; expected one of"):
+        demo.DemoConfig(out=tmp_path, generators=("ddpm", "gan")).check()
+    with pytest.raises(InputError, match="--generators: expected at least one"):
+        demo.DemoConfig(out=tmp_path, generators=()).check()
+
+
 def test_demo_trains_when_no_generator_is_shipped(tmp_path, monkeypatch):
     from rich.console import Console
 
@@ -99,6 +149,7 @@ def test_demo_trains_when_no_generator_is_shipped(tmp_path, monkeypatch):
     ({"source": "x"}, "--source"),
     ({"budget": 0}, "--budget"),
     ({"per_exemplar": 1}, "--per-exemplar"),
+    ({"generators": "ddpm,gan"}, "--generators"),
 ])
 def test_demo_bad_options(cli, tmp_path, options, field):
     args = []

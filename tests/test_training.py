@@ -184,3 +184,94 @@ def test_two_cpu_processes_train_one_model(tmp_path, data_file):
     assert json.loads((run / "train.json").read_text())["processes"] == 2
     assert read_state(latest_checkpoint(run)).step == 3
     assert load_generator(run).sample(np.zeros((1, 8, 8), np.uint8), 1, sampler="ddim", steps=2).shape == (1, 1, 1, 8, 8)
+
+
+# ------------------------------------------------------------------------------- divergence and the log
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from drawgap.models.base import Generator as _Generator  # noqa: E402
+from drawgap.options import option as _option  # noqa: E402
+
+
+@_dataclass
+class _NanOptions:
+    nan_at: int = _option(4, "The (1-based) step whose loss is NaN.")
+
+
+class _NanAtStep(_Generator):
+    """A toy family whose loss becomes NaN at a chosen step, and that logs two scalars besides its loss."""
+
+    name = "test-nan-at-step"
+    Options = _NanOptions
+
+    def __init__(self, image_size=8):
+        super().__init__(image_size=image_size)
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def training_set(self, dataset, seed=0):
+        return [{"images": torch.from_numpy(x).float().div(255)[None]} for x in dataset.images]
+
+    def forward(self, batch):
+        return ((batch["images"] - self.w) ** 2).mean()
+
+    def configure_optimizers(self, options, state):
+        self.nan_at = options.nan_at
+        return [torch.optim.SGD(self.parameters(), lr=0.1)], []
+
+    def training_step(self, batch, run):
+        (opt,) = run.optimizers
+        loss = run.model(batch)
+        if run.state.step + 1 == self.nan_at:
+            loss = loss * float("nan")
+        run.backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return {"loss": loss, "w": self.w.detach()[0], "twice": 2 * loss.detach()}
+
+    def sample(self, exemplars, n, *, seed=None, batch_size=64, progress=False):
+        x = self.check_exemplars(exemplars)
+        return self.w.detach().clamp(0, 1).expand(len(x), n, 1, self.image_size, self.image_size).clone()
+
+
+def test_a_non_finite_loss_stops_with_one_line_naming_the_step_and_keeps_the_last_checkpoint(cli, tmp_path, data_file):
+    out = tmp_path / "run"
+    r = cli("train", "test-nan-at-step", "--data", data_file, "--out", out, "--steps", "8", "--batch-size", "4",
+            "--checkpoint-every", "2", "--nan-at", "4", "--cpu")
+    assert r.code == 2, r
+    assert r.err.strip().splitlines() == [
+        f"drawgap: error: {out}: loss: training stopped: the loss is nan at step 4 (its last checkpoint, step_00000002, "
+        "is kept); try a lower --lr, without --bf16, or another --seed"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002"]
+    assert read_state(out / "checkpoints" / "step_00000002").step == 2
+    assert torch.isfinite(load_generator(out).w).all()  # the run's generator is the last good one
+    # --resume continues from that checkpoint (to step 3 here, before the step that diverged)
+    r = cli("train", "test-nan-at-step", "--data", data_file, "--out", out, "--steps", "3", "--resume")
+    assert r.code == 0 and "step 3/3" in r.out, r
+
+
+def test_log_keeps_every_scalar_the_step_returns(tmp_path, data):
+    """log.jsonl: the mean loss and the mean of every other value since the last line (here w and 2 x loss)."""
+    model = create_generator("test-nan-at-step", seed=0, image_size=8)
+    seen = []
+    train(model, data, tmp_path, TrainOptions(steps=4, batch_size=4, log_every=2), family_options=_NanOptions(nan_at=99),
+          progress=False, callback=lambda state: seen.append(dict(state.logged)))
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    for line, pair in zip(lines, (seen[:2], seen[2:])):
+        assert line["loss"] == pytest.approx(np.mean([s["loss"] for s in pair]), abs=1e-6)
+        assert line["w"] == pytest.approx(np.mean([s["w"] for s in pair]), abs=1e-6)
+        assert line["twice"] == pytest.approx(2 * line["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("family, keys", [("vae-ns", {"logpx", "kl", "vlb", "alpha"}),
+                                          ("dagan-un", {"critic", "gp", "generator"})])
+def test_log_keeps_the_baselines_terms(tmp_path, data, family, keys):
+    tiny_options = {"vae-ns": dict(context=2, z_dim=2, c_dim=4, hidden_dim=8, conv_channels="2,2,2,2"),
+                    "dagan-un": dict(z_size=2, widths=[2, 2, 2, 2], critic_inner_layers=1, critic_dense=4)}[family]
+    model = create_generator(family, seed=0, image_size=8, **tiny_options)
+    options = {"dagan-un": dict(n_critic=2)}.get(family, {})
+    train(model, data, tmp_path, TrainOptions(steps=4, batch_size=2, log_every=2),
+          family_options=model.Options(**options) if options else None, progress=False)
+    for line in (json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()):
+        assert keys <= set(line) and all(np.isfinite(line[k]) for k in keys), line

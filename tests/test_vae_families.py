@@ -168,3 +168,46 @@ def test_vae_ns_refuses_one_set_per_step(cli, tmp_path):
     r = cli("train", "vae-ns", "--data", data, "--out", tmp_path / "run", "--steps", 2, "--batch-size", 1, "--context", 2,
             "--conv-channels", "4,4,4,4", "--z-dim", 2, "--c-dim", 4, "--hidden-dim", 8)
     assert r.code == 2 and r.err.strip().splitlines()[-1].startswith("drawgap: error: ") and "--batch-size" in r.err, r
+
+
+def test_vae_ns_terms_are_finite_under_bf16_autocast():
+    """Under bf16 autocast a confident decoder (p = sigmoid(20) rounds to 1 in bfloat16) made log(1 - p) = -inf
+    and 0 x -inf = NaN for every ink pixel: `train vae-ns --bf16` died at its first step. The likelihood and
+    the KL are now computed in float32 (the likelihood equal to the fp32 model's, the clamp deciding it here)."""
+    torch.manual_seed(0)
+    model = VAENS(image_size=SIZE, **TINY["vae-ns"]).train()
+    with torch.no_grad():
+        model.dec_out.bias.fill_(20.0)  # every pixel inked with p = 1 - 2e-9, clamped to 1 - 1e-6
+    sets = (torch.rand(2, 3, 1, SIZE, SIZE) > 0.5).float()
+    torch.manual_seed(1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        t16 = model.terms(sets)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        t32 = model.terms(sets)
+    assert t16["logpx"].dtype == torch.float32 and t16["kl"].dtype == torch.float32
+    assert torch.isfinite(t16["logpx"]) and torch.isfinite(t16["kl"])
+    # the blank pixels each cost log(1e-6) (the clamp), the ink pixels log(1 - 1e-6) ~ 0
+    blank = float((1 - sets).sum()) / 6
+    assert float(t16["logpx"]) == pytest.approx(blank * math.log(1e-6), rel=1e-3)
+    assert float(t16["logpx"]) == pytest.approx(float(t32["logpx"]), rel=1e-3)
+
+
+def test_options_and_run_directories_of_another_family_are_refused_by_name(cli, tmp_path, data_file):
+    """Issue 14's bad input: an option a family lacks (one line naming it, exit 2), and a run directory of one
+    family given to another, with or without --resume (both families named, the run left as it was)."""
+    r = cli("train", "ddpm", "--data", data_file, "--out", tmp_path / "d", "--steps", 1, "--context", 5)
+    assert r.code == 2 and r.err.strip().splitlines() == [
+        "drawgap: error: --context: `drawgap train ddpm` has no such option (see `drawgap train ddpm --help`)"], r
+    assert not (tmp_path / "d").exists()
+    stn = [x for k, v in TINY["vae-stn"].items() for x in (f"--{k.replace('_', '-')}", v)]
+    run = tmp_path / "stn"
+    assert cli("train", "vae-stn", "--data", data_file, "--out", run, "--steps", 1, "--batch-size", 3, *stn).code == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    ns = [x for k, v in TINY["vae-ns"].items() for x in (f"--{k.replace('_', '-')}", v)]
+    for extra, says in ((["--resume"], "`drawgap train vae-ns --resume` cannot continue it"),
+                        ([], "`drawgap train vae-ns` neither continues nor overwrites it")):
+        r = cli("train", "vae-ns", "--data", data_file, "--out", run, "--steps", 2, "--batch-size", 3, *ns, *extra)
+        assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r
+        assert "holds a vae-stn run, not a vae-ns one" in r.err and says in r.err, r.err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -859,6 +859,85 @@ def _train_command(family):
     return command
 
 
+class _SweepCommands(_FamilyCommands):
+    """`drawgap sweep FAMILY`: a command per generator family, built from its declared options like `train`'s."""
+
+    def get_command(self, ctx, name: str):
+        from drawgap.models.registry import generator_class
+
+        return _sweep_command(generator_class(name))  # InputError naming the known families
+
+
+sweep_app = typer.Typer(cls=_SweepCommands, no_args_is_help=True,
+                        help="One variant of a generator family per value of one of its options, each evaluated against "
+                             "humans, and the cloud on the diversity-recognizability plane (the NeurIPS sweeps).")
+app.add_typer(sweep_app, name="sweep")
+
+
+def _sweep_command(family):
+    """The `drawgap sweep FAMILY` command: the sweep's options, the family's (given to every variant), the loop's."""
+    import inspect
+
+    from drawgap.models.training import TrainOptions
+    from drawgap.options import given, typer_parameters
+
+    def sweep_family(param: str, test: Path, critics: str, out: Path, data: Optional[Path], generator: Optional[str],
+                     classes: int, per_exemplar: int, sampler: Optional[str], sampler_steps: Optional[int], queries: int,
+                     bootstrap: int, **options) -> None:
+        from drawgap.pipelines.sweep import SweepConfig, SweepInterrupted, run_sweep
+
+        loop = given(TrainOptions, options)
+        seed = loop.pop("seed", 0)
+        cfg = SweepConfig(family=family.name, param=param, test=test, critics=critics, out=out, data=data,
+                          generator=generator, family_options=given(family.Options, options), train_options=loop,
+                          seed=seed, classes=classes, per_exemplar=per_exemplar, sampler=sampler,
+                          sampler_steps=sampler_steps, queries=queries, bootstrap=bootstrap)
+        echo = lambda line: typer.echo(f"sweep {family.name}: {line}", err=True)  # noqa: E731
+        try:
+            with _metric_warnings_to_stderr():
+                result = run_sweep(cfg, echo=echo, progress=sys.stderr.isatty())
+        except SweepInterrupted as exc:
+            typer.echo(f"drawgap: {exc}", err=True)
+            sys.exit(130)
+        _echo_written("sweep", result.path, f"{len(result.variants)} variants; figure {', '.join(map(str, result.figures))}")
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+
+    def opt(name, annotation, default, *decls, help):
+        return inspect.Parameter(name, keyword, annotation=annotation, default=typer.Option(default, *decls, help=help))
+
+    sweep_family.__signature__ = inspect.Signature([
+        opt("param", str, ..., "--param", help="The option to sweep and its values: NAME=v1,v2,... (a training option of the "
+            "family trains a variant per value; a sampling option, e.g. guidance, samples --generator per value)."),
+        opt("data", Optional[Path], None, "--data", help="Training dataset file (.npz): training options."),
+        opt("test", Path, ..., "--test", help="Test dataset file (.npz): the exemplars drawn from, and the human reference."),
+        opt("critics", str, ..., "--critics", help="Critic pair by prefix (e.g. strokes, omniglot), as `drawgap evaluate --critics`."),
+        inspect.Parameter("out", keyword, annotation=Path, default=typer.Option(
+            ..., "--out", callback=_writable_folder, help="Sweep folder: sweep.json, sweep.png/pdf, runs/, samples/, metrics/ "
+            "(rerun the same command to continue an interrupted sweep).")),
+        opt("generator", Optional[str], None, "--generator", help="Sampling options: the trained run directory or shipped name to sample."),
+        opt("classes", int, 0, "--classes", help="Evaluate on the first N test classes (0: all)."),
+        opt("per_exemplar", int, 10, "--per-exemplar", help="Drawings per exemplar, and human drawings per class."),
+        opt("sampler", Optional[str], None, "--sampler", help="Diffusion sampler for every variant (default: the family's)."),
+        opt("sampler_steps", Optional[int], None, "--sampler-steps", help="Diffusion sampler steps for every variant (default: the sampler's)."),
+        opt("queries", int, 500, "--queries", help="Queries per class in the recognizability task list."),
+        opt("bootstrap", int, 1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
+        *typer_parameters(family.Options),
+        *typer_parameters(TrainOptions),
+    ])
+    from drawgap.pipelines.sweep import sweepable_options
+
+    kinds = {kind: ", ".join(o.flag for o in sweepable_options(family).values() if o.kind == kind) for kind in ("training", "sampling")}
+    one = typer.Typer(add_completion=False)
+    one.command(name=family.name, help=f"Sweep one option of {family.name}, evaluate each variant, draw the cloud. Training "
+                f"options (a run per value, --data): {kinds['training'] or 'none'}. Sampling options (--generator sampled "
+                f"per value): {kinds['sampling'] or 'none'}.")(sweep_family)
+    command = typer.main.get_command(one)
+    command.name = family.name
+    _hide_flag_types(command)
+    return command
+
+
 @app.command("sample")
 def sample_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory written by `drawgap train`, or a shipped generator's name (`drawgap generators`)."),
@@ -943,6 +1022,7 @@ def demo_cmd(
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
     importance_classes: int = typer.Option(10, "--importance-classes", help="Test exemplars whose CFGDM importance maps are made, besides the critics' (0: skip the importance stage)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the training and of the drawings."),
+    generators: Optional[str] = typer.Option(None, "--generators", help="Comma-separated generator families to draw with, shipped ones copied and the others trained (default: every generator shipped for the dataset, ddpm and cfgdm trained if not; with --train: ddpm,cfgdm)."),
 ) -> None:
     """The whole study into one folder: data, generators, sampling, evaluation, report (what `make demo` runs)."""
     from drawgap.models.sampling import parse_guidance
@@ -951,7 +1031,8 @@ def demo_cmd(
     config = DemoConfig(out=out, data=data, source=source, train=train, budget=budget, train_steps=train_steps,
                         classes=classes, per_exemplar=per_exemplar, sampler_steps=sampler_steps,
                         guidance=tuple(parse_guidance(guidance)), queries=queries, bootstrap=bootstrap,
-                        importance_classes=importance_classes, seed=seed)
+                        importance_classes=importance_classes, seed=seed,
+                        generators=None if generators is None else tuple(g.strip() for g in generators.split(",") if g.strip()))
     with _metric_warnings_to_stderr():
         run_demo(config, main_console())
 
@@ -1028,6 +1109,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     except exits as exc:
         sys.exit(exc.exit_code)
     except usage as exc:
+        if type(exc).__name__ == "NoSuchOption" and getattr(exc, "ctx", None) is not None:
+            # one line naming the option and the command (`train ddpm --context 5`: ddpm has no context)
+            path = exc.ctx.command_path  # "drawgap train ddpm"
+            close = getattr(exc, "possibilities", None)
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else f" (see `{path} --help`)"
+            typer.echo(f"drawgap: error: {exc.option_name}: `{path}` has no such option{hint}", err=True)
+            sys.exit(2)
         exc.show()
         sys.exit(exc.exit_code)
     except (*aborts, KeyboardInterrupt):

@@ -254,6 +254,7 @@ class DAGAN(Generator):
             return -self.critic(fake).mean()
         real, fake = torch.cat([x1, x2], dim=1), fake.detach()
         gp = gradient_penalty(self.critic, real, fake, torch.rand(len(x1), device=x1.device))
+        self.last_gp = gp.detach()  # for the log
         return self.critic(fake).mean() - self.critic(real).mean() + gp_weight * gp
 
     def configure_optimizers(self, options, state):
@@ -268,7 +269,7 @@ class DAGAN(Generator):
         opt_c.step()
         opt_c.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)  # the critic step ran the generator (its output detached): no grads
-        logs = {"loss": loss_c, "critic": loss_c}
+        logs = {"loss": loss_c, "critic": loss_c, "gp": self.last_gp}
         if (run.state.step + 1) % self.n_critic == 0:
             loss_g = run.model(batch, "generator")
             run.backward(loss_g)

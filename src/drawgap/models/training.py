@@ -22,11 +22,13 @@ drawgap picks accelerate's CPU backend, gloo, so that command runs N CPU process
   checkpoint directory is always whole. `resume=True` reloads model, EMA, optimizer and step and continues
   exactly: the randomness of step s is seeded from (seed, process, s) and the data order of epoch e from
   (seed, e), so a resumed run repeats the uninterrupted one bit for bit (tested).
+- A non-finite loss stops the run at once with one line naming the step (`InputError`, exit code 2 from the
+  CLI): nothing is checkpointed after it, so the last good checkpoint stays the one `--resume` continues.
 - The run directory:
 
       RUN_DIR/generator.json, weights.safetensors   the EMA generator (`load_generator(RUN_DIR)`)
       RUN_DIR/train.json                             training options, dataset, provenance
-      RUN_DIR/log.jsonl                              step, loss, lr, speed
+      RUN_DIR/log.jsonl                              step, loss, every other scalar of the family's step, lr, speed
       RUN_DIR/checkpoints/step_XXXXXXXX/             accelerate state, ema.safetensors, state.json (resume)
 """
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -265,6 +268,7 @@ def train(
     bar = progress_bar(progress and main, state.total_steps, state.step)
     budget = TimeBudget(options.minutes, options.calibration_steps)
     recent_losses: list[float] = []
+    recent_values: dict[str, list[float]] = {}  # every other scalar the family's step returns, since the last log
     stopped_by = None
     with StopRequest() as stop:
         while stopped_by is None:
@@ -286,19 +290,27 @@ def train(
                 logs = unwrapped.training_step(batch, run)
                 if ema is not None:
                     ema.step(unwrapped.parameters())
-                state.logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in logs.items()}
-                loss = state.logged["loss"]
+                logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in logs.items()}
+                loss = logged["loss"]
+                diverged = torch.tensor([float(not math.isfinite(loss))], device=accelerator.device)
+                if (accelerator.reduce(diverged, "sum") if world > 1 else diverged) > 0:  # every process stops here
+                    _stop_diverged(accelerator, bar, run_dir, state.step + 1, loss)
+                state.logged = logged
                 state.step += 1
                 state.batch_in_epoch += 1
                 state.seconds += time.monotonic() - step_started
                 recent_losses.append(loss)
+                for key, value in logged.items():
+                    if key != "loss":
+                        recent_values.setdefault(key, []).append(value)
                 if callback is not None:
                     callback(state)
 
                 if state.step % options.log_every == 0:
                     state.loss = _mean_loss(accelerator, recent_losses)
+                    values = _mean_values(accelerator, recent_values)
                     if main:
-                        _log(run_dir, state, _learning_rates(optimizers), options.batch_size * world)
+                        _log(run_dir, state, _learning_rates(optimizers), options.batch_size * world, values)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -372,6 +384,32 @@ def _release_accelerate_state() -> None:
     GradientState._reset_state()
 
 
+def _stop_diverged(accelerator, bar, run_dir: Path, step: int, loss: float):
+    """A non-finite loss: stop before the optimizer's damage reaches a checkpoint, with one line naming the
+    step; the run's checkpoints are left as they are, so `--resume` continues from the last good one."""
+    if bar is not None:
+        bar.close()
+    latest = latest_checkpoint(run_dir)
+    accelerator.end_training()
+    _release_accelerate_state()
+    kept = f"its last checkpoint, {latest.name}, is kept" if latest is not None else "no checkpoint was written yet"
+    raise InputError(f"training stopped: the loss is {loss} at step {step} ({kept}); try a lower --lr, without --bf16, "
+                     "or another --seed", path=run_dir, field="loss")
+
+
+def _mean_values(accelerator, values: dict[str, list[float]]) -> dict[str, float]:
+    """Mean of each logged value since the last log (over the steps that returned it, and the processes);
+    empties the lists. A value some steps skip (a GAN's generator loss) is averaged over those that gave it."""
+    keys = sorted(k for k, v in values.items() if v)
+    if not keys:
+        return {}
+    means = torch.tensor([float(np.mean(values[k])) for k in keys], dtype=torch.float64, device=accelerator.device)
+    means = accelerator.reduce(means, "mean")
+    for v in values.values():
+        v.clear()
+    return {k: float(m) for k, m in zip(keys, means.tolist())}
+
+
 def _mean_loss(accelerator, losses: list[float]) -> float:
     """Mean of the losses since the last log, over steps and processes; empties the list."""
     mean = float(accelerator.reduce(torch.tensor(np.mean(losses), device=accelerator.device), "mean"))
@@ -422,12 +460,16 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, schedul
     accelerator.wait_for_everyone()
 
 
-def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch: int) -> None:
+def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch: int, values: dict | None = None) -> None:
+    """One line of log.jsonl: step, epoch, the mean loss and the mean of every other scalar the family's
+    step returned since the last line (e.g. the VAE's kl, the GAN's critic loss and gradient penalty), lr, speed."""
     per_step = state.seconds / max(state.step, 1)
+    reserved = ("step", "epoch", "loss", "lr", "items_per_second", "seconds")
     line = {
         "step": state.step,
         "epoch": state.epoch,
         "loss": round(state.loss, 6) if state.loss is not None else None,
+        **{k: round(v, 6) if math.isfinite(v) else None for k, v in (values or {}).items() if k not in reserved},
         "lr": lr,
         "items_per_second": round(global_batch / per_step, 2) if per_step > 0 else None,
         "seconds": round(state.seconds, 2),
@@ -458,7 +500,7 @@ def run_training(
     """
     from drawgap.weights import file_sha256
     from drawgap.data.formats import read_dataset
-    from drawgap.models.base import read_generator_record
+    from drawgap.models.base import CONFIG_FILE, read_generator_record
     from drawgap.models.registry import create_generator, generator_class
 
     family = generator_class(name)
@@ -471,10 +513,17 @@ def run_training(
     out = Path(out)
     info = {"path": str(data), "sha256": file_sha256(data),
             **{k: dataset.meta.get(k) for k in ("name", "split", "source", "image_size")}}
+    if not resume and (out / CONFIG_FILE).is_file():
+        # a run of another family is neither continued nor overwritten (its checkpoints would not load)
+        other = read_generator_record(out)["generator"]
+        if other != name:
+            raise InputError(f"holds a {other} run, not a {name} one: `drawgap train {name}` neither continues nor "
+                             "overwrites it; choose a new --out", path=out, field="generator")
     if resume:
         record = read_generator_record(out)
         if record["generator"] != name:
-            raise InputError(f"the run trains {record['generator']}, not {name}", path=out, field="generator")
+            raise InputError(f"holds a {record['generator']} run, not a {name} one: `drawgap train {name} --resume` cannot "
+                             f"continue it (resume it with `drawgap train {record['generator']}`)", path=out, field="generator")
         saved = _saved_options(out)
         recipe_given = {k: v for k, v in {**loop_given, **family_given}.items() if k not in model_fields(family.Options)}
         for key, value in recipe_given.items():

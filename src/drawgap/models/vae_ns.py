@@ -84,8 +84,20 @@ def parse_channels(text) -> list[int]:
 
 
 def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) elementwise."""
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) elementwise, in float32 whatever the inputs' type
+    (under bf16 autocast the heads give bfloat16: 8 bits of mantissa are too few for exp and the log-ratio)."""
+    mu_q, logvar_q, mu_p, logvar_p = (t.float() for t in (mu_q, logvar_q, mu_p, logvar_p))
     return kl_divergence(Normal(mu_q, (0.5 * logvar_q).exp()), Normal(mu_p, (0.5 * logvar_p).exp()))
+
+
+def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum of x log p + (1 - x) log(1 - p), p = sigmoid(logits) clamped to [1e-6, 1 - 1e-6] (the authors'),
+    in float32: in bfloat16, 1 - 1e-6 rounds to 1, so a confident pixel gets p = 1, log(1 - p) = -inf, and
+    0 x -inf = NaN for every ink pixel (what stopped `drawgap train vae-ns --bf16` at its first step)."""
+    with torch.autocast(logits.device.type, enabled=False):
+        p = torch.sigmoid(logits.float()).clamp(1e-6, 1 - 1e-6)
+        x = x.float()
+        return (x * p.log() + (1 - x) * (1 - p).log()).sum()
 
 
 def _conv(c_in, c_out, stride=1):
@@ -224,8 +236,7 @@ class VAENS(Generator):
         mu_q, logvar_q = self.posterior(h, c)
         z = mu_q + torch.randn_like(mu_q) * (0.5 * logvar_q).exp()
         mu_p, logvar_p = self.prior(c)
-        p = torch.sigmoid(self.decode(z, c)).clamp(1e-6, 1 - 1e-6)
-        logpx = (x * p.log() + (1 - x) * (1 - p).log()).sum()
+        logpx = bernoulli_log_likelihood(self.decode(z, c), x)
         kl = self.kl_divergence(mu_c, logvar_c) + self.kl_divergence(mu_q, logvar_q, mu_p, logvar_p)
         return {"logpx": logpx / (b * k), "kl": kl / (b * k)}
 

@@ -5,10 +5,13 @@ alone with the CLI command recorded for it in OUT/demo.json (and shown in the re
 
 1. data        OUT/data/train.npz, test.npz (built-in strokes, or Omniglot's weak split from --source),
                OUT/data/human.npz: the human drawings of the evaluated test classes, as a samples file;
-2. generators  OUT/generators/<ddpm|cfgdm>/: the shipped generator of the dataset, copied, or (`--train`, or
-               when drawgap ships none yet) one trained here within the time budget;
-3. sample      OUT/samples/ddpm.npz, cfgdm_g0.npz, cfgdm_g0.5.npz, cfgdm_g1.npz, cfgdm_g2.npz: the test
-               exemplars drawn with the fast sampler (DPM-Solver++) at each guidance value;
+2. generators  OUT/generators/<family>/: every generator drawgap ships for the dataset (`drawgap.shipped`,
+               named `<data>-<family>`: ddpm, cfgdm and the baselines where shipped), copied; ddpm and cfgdm
+               are trained here within the time budget when not shipped, or with `--train` (`--generators`
+               chooses other families);
+3. sample      OUT/samples/ddpm.npz, cfgdm_g0.npz, cfgdm_g0.5.npz, cfgdm_g1.npz, cfgdm_g2.npz, <baseline>.npz: the
+               test exemplars drawn with the fast sampler (DPM-Solver++) where the family has one, a guided
+               family (cfgdm) at each guidance value, the others once;
 4. evaluate    OUT/metrics/human.json and one metrics file per samples file, against the human reference,
                with the dataset's shipped critics;
 5. importance  OUT/importance/<source>.npz (importance maps, each file with its reliability) and
@@ -43,7 +46,7 @@ from drawgap.provenance import provenance
 
 DEMO_FORMAT = "drawgap.demo/1"
 DATASETS = ("strokes", "omniglot")
-GENERATORS = ("ddpm", "cfgdm")
+TRAINED_GENERATORS = ("ddpm", "cfgdm")  # trained here with --train, or when drawgap ships none for the dataset
 GUIDANCE = (0.0, 0.5, 1.0, 2.0)
 SHIPPED_GENERATORS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 RUN_FILES = ("generator.json", "weights.safetensors", "train.json", "TRAINING.md")
@@ -89,6 +92,7 @@ class DemoConfig:
     queries: int = 500
     bootstrap: int = 1000
     importance_classes: int = 10  # test exemplars whose importance maps are made (0: no importance stage)
+    generators: tuple[str, ...] | None = None  # families to draw with (None: see `demo_generators`)
     seed: int = 0  # of the training and the drawings (the data are the built-in dataset; evaluation uses its own seed)
 
     def check(self) -> "DemoConfig":
@@ -104,6 +108,16 @@ class DemoConfig:
                 raise InputError(f"expected an integer >= {low}, got {getattr(self, name)}", field=f"--{name.replace('_', '-')}")
         if self.train_steps is not None and self.train_steps < 1:
             raise InputError(f"expected a positive step count, got {self.train_steps}", field="--train-steps")
+        if self.generators is not None:
+            from drawgap.models.registry import generator_class
+
+            if not self.generators:
+                raise InputError("expected at least one generator family", field="--generators")
+            for name in self.generators:
+                try:
+                    generator_class(name)
+                except InputError as exc:
+                    raise InputError(exc.detail, field="--generators") from None
         return self
 
 
@@ -122,6 +136,21 @@ class DemoRecord:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+
+def demo_generators(cfg: DemoConfig) -> list[str]:
+    """The generator families the demo draws with: `--generators` as given; with `--train`, ddpm and cfgdm;
+    otherwise ddpm, cfgdm and every other generator the shipped table (`drawgap.shipped`) lists for the
+    dataset as `<data>-<family>`, so that a newly shipped one joins the samples, tables and plane by itself."""
+    from drawgap.shipped import SHIPPED
+
+    if cfg.generators is not None:
+        return list(dict.fromkeys(cfg.generators))
+    if cfg.train:
+        return list(TRAINED_GENERATORS)
+    prefix = f"{cfg.data}-"
+    listed = [name[len(prefix):] for name, s in SHIPPED.items() if s.kind == "generator" and name.startswith(prefix)]
+    return list(dict.fromkeys([*TRAINED_GENERATORS, *listed]))
 
 
 def shipped_generator(data: str, name: str) -> Path | None:
@@ -218,9 +247,13 @@ def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, tr
 
     runs = {}
     to_train = []
-    for name in GENERATORS:
+    for name in demo_generators(cfg):
         run_dir = cfg.out / "generators" / name
         shipped = None if cfg.train else shipped_generator(cfg.data, name)
+        if shipped is None and cfg.generators is None and name not in TRAINED_GENERATORS:
+            console.print(f"[yellow]{cfg.data}-{name} is listed as shipped but its weights are not installed: left out "
+                          f"(--generators {name} trains one here)[/]")
+            continue
         if shipped is None:
             if not cfg.train:
                 console.print(f"[yellow]drawgap ships no {cfg.data}-{name} generator yet: training one here "
@@ -257,11 +290,18 @@ def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, tr
 
 def sample_generators(cfg: DemoConfig, record: DemoRecord, console: Console, runs: dict[str, Path],
                       test_data: Path) -> list[Path]:
-    """Stage 3: DDPM (no guidance) and CFGDM at each guidance value, from the test exemplars."""
+    """Stage 3: every generator from the test exemplars: a guided family (CFGDM) at each guidance value, the
+    others (DDPM, the baselines) once; the DPM-Solver++ sampler where the family has a sampler."""
+    from drawgap.models.naming import GUIDED_GENERATORS
+    from drawgap.models.registry import generator_class
     from drawgap.models.sampling import sample_to_files
 
-    jobs = [("ddpm", None)] + [("cfgdm", g) for g in cfg.guidance]
-    jobs = [(n, g) for n, g in jobs if n in runs]
+    jobs = [(n, g) for n in runs for g in (cfg.guidance if n in GUIDED_GENERATORS else (None,))]
+
+    def sampler_options(name: str) -> dict:  # only the options the family has: a VAE or a GAN has no sampler
+        defaults = generator_class(name).sampling_defaults
+        return {k: v for k, v in (("sampler", "dpm++"), ("steps", cfg.sampler_steps)) if k in defaults}
+
     out_dir = cfg.out / "samples"
     written = []
     with _progress(console) as bar:
@@ -269,15 +309,13 @@ def sample_generators(cfg: DemoConfig, record: DemoRecord, console: Console, run
         for name, g in jobs:
             bar.update(task, description=f"sampling {name}" + ("" if g is None else f" g={g:g}"))
             written += sample_to_files(runs[name], test_data, out_dir, per_exemplar=cfg.per_exemplar,
-                                       guidance=None if g is None else [g], sampler="dpm++", steps=cfg.sampler_steps,
-                                       seed=cfg.seed, classes=cfg.classes)
+                                       guidance=None if g is None else [g], seed=cfg.seed, classes=cfg.classes,
+                                       **sampler_options(name))
             bar.advance(task)
-    common = dict(exemplars=test_data, out=out_dir, per_exemplar=cfg.per_exemplar, sampler="dpm++",
-                  steps=cfg.sampler_steps, seed=cfg.seed, classes=cfg.classes)
-    if "ddpm" in runs:
-        record.commands.append(cli_command(["sample"], runs["ddpm"], **common))
-    if "cfgdm" in runs:
-        record.commands.append(cli_command(["sample"], runs["cfgdm"], **common, guidance=",".join(f"{g:g}" for g in cfg.guidance)))
+    common = dict(exemplars=test_data, out=out_dir, per_exemplar=cfg.per_exemplar, seed=cfg.seed, classes=cfg.classes)
+    for name in runs:
+        guidance = ",".join(f"{g:g}" for g in cfg.guidance) if name in GUIDED_GENERATORS else None
+        record.commands.append(cli_command(["sample"], runs[name], **common, **sampler_options(name), guidance=guidance))
     return written
 
 

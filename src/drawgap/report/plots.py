@@ -3,6 +3,8 @@
 - `plot_originality` (ICML Fig. 3): (a) the density of per-sample originality of each system, a Gaussian
   KDE; (b) the generalization curves, humans in black (`figures.plot_generalization_curves`);
 - `plot_guidance_sweep` (ICML Fig. 4): one generalization curve per guidance value, with the human curve;
+- `plot_sweep`: the variants of one option sweep (`drawgap sweep`) on the plane, labelled and joined in
+  value order;
 - `plot_sample_grid`: for a few test exemplars, the exemplar and drawings of humans and of each system.
 
 The diversity-recognizability plane (ICML Fig. 2) is `figures.plot_diversity_recognizability`.
@@ -23,7 +25,7 @@ from matplotlib.figure import Figure
 from scipy.stats import gaussian_kde
 
 from drawgap.errors import InputError
-from drawgap.report.figures import _axes, _colors, plot_generalization_curves, save_figure
+from drawgap.report.figures import _axes, _colors, plot_diversity_recognizability, plot_generalization_curves, save_figure
 
 # --------------------------------------------------------------------------------------------- saving
 
@@ -142,6 +144,31 @@ def plot_guidance_sweep(curves: Mapping[float, Mapping], human_curve: Mapping | 
     ax.set_title(f"{generator}: guidance sweep")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------- option sweeps
+
+
+def plot_sweep(systems: Sequence[Mapping], order: Sequence[str], labels: Sequence[str], title: str = "sweep",
+               ax: Axes | None = None) -> Figure:
+    """The NeurIPS point clouds: the plane of `figures.plot_diversity_recognizability` (humans as the black
+    star), the variants `order` (system names, in value order) joined by a grey line and each labelled with
+    its value `labels`."""
+    if len(order) != len(labels):
+        raise InputError(f"expected one label per variant ({len(order)}), got {len(labels)}", field="labels")
+    by_name = {s["name"]: s for s in systems}
+    missing = [name for name in order if name not in by_name]
+    if missing:
+        raise InputError(f"expected the variants among the systems, missing {', '.join(missing)}", field="systems")
+    fig, ax = _axes(ax, figsize=(5.6, 4.6))
+    xs = [by_name[name]["diversity"] for name in order]
+    ys = [by_name[name]["recognizability"] for name in order]
+    ax.plot(xs, ys, color="0.6", linewidth=1, zorder=1)
+    plot_diversity_recognizability(systems, ax=ax)
+    for x, y, label in zip(xs, ys, labels):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    ax.set_title(title)
     return fig
 
 
