@@ -399,23 +399,43 @@ def _require_clickme_extra() -> None:
 
 @clickme_app.command("stimuli")
 def clickme_stimuli(
-    dataset: Path = typer.Argument(..., help="Dataset file (.npz) holding the drawings."),
+    dataset: Optional[Path] = typer.Argument(None, help="Dataset file (.npz) holding the drawings (or give --source)."),
     out: Path = typer.Option(..., "--out", callback=_writable_folder, help="New folder for the stimuli (PNGs, manifest.json, partner/)."),
-    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated class names (default: the first 25 classes)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Instead of DATASET: a folder of Quick, Draw! <category>.ndjson files, one class per category rendered at 48 px (kept as OUT/drawings.npz)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated class names, or 'clickme': the paper's 25 ClickMe-QuickDraw categories (default: the first 25 classes; with --source, clickme)."),
     per_category: int = typer.Option(10, "--per-category", help="Drawings per category, the exemplar first."),
     practice: int = typer.Option(1, "--practice", help="Extra drawings for practice trials."),
-    critic: str = typer.Option("strokes-protonet", "--critic", help="ProtoNet critic (name or folder): the AI partner."),
+    critic: Optional[str] = typer.Option(None, "--critic", help="ProtoNet critic (name or folder): the AI partner (default strokes-protonet; with --source, quickdraw-protonet)."),
     size: int = typer.Option(256, "--size", help="Canvas size in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the drawings' choice."),
+    on_error: str = typer.Option("skip", "--on-error", help="With --source, a malformed ndjson line: skip (count and warn) or stop."),
+    workers: int = typer.Option(2, "--workers", help="With --source, processes rendering categories (the stimuli do not depend on it)."),
 ) -> None:
     """Prepare stimuli and the partner classifier (the critic with the exemplars as support)."""
-    from drawgap.clickme.stimuli import load_stimuli, prepare_stimuli
+    from drawgap.clickme.stimuli import CLICKME_CATEGORIES, load_stimuli, prepare_stimuli, quickdraw_stimuli_dataset
 
-    names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
-    path = prepare_stimuli(dataset, out, categories=names, per_category=per_category, practice=practice, critic=critic,
+    if (dataset is None) == (source is None):
+        raise InputError("expected either a DATASET file or --source FOLDER of ndjson files, not both or neither",
+                         field="--source")
+    if categories is not None and categories.strip() == "clickme":
+        names = list(CLICKME_CATEGORIES)
+    elif categories:
+        names = [c.strip() for c in categories.split(",") if c.strip()]
+    else:
+        names = list(CLICKME_CATEGORIES) if source is not None else None
+    partner = critic or ("quickdraw-protonet" if source is not None else "strokes-protonet")
+    if source is not None:
+        from drawgap.critics.registry import critic_dir
+
+        critic_dir(partner)  # an unknown or uninstalled partner stops here, before the drawings are rendered
+        with _quickdraw_warnings():
+            dataset = quickdraw_stimuli_dataset(source, names, progress=sys.stderr.isatty(), workers=workers,
+                                                on_error=_on_error_option(on_error))
+    path = prepare_stimuli(dataset, out, categories=names, per_category=per_category, practice=practice, critic=partner,
                            canvas_size=size, seed=seed)
     s = load_stimuli(path)
-    _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}")
+    _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}"
+                  + (f"; drawings from {source} kept in {path / 'drawings.npz'}" if source is not None else ""))
 
 
 @clickme_app.command("serve")
