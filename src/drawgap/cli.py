@@ -299,6 +299,25 @@ def data_quickdraw_fs(
         _echo_written("preview", path, f"the sub-categories of {', '.join(preview_category)}, exemplar first")
 
 
+@data_app.command("quickdraw-fs-split")
+def data_quickdraw_fs_split(
+    test: Path = typer.Argument(..., help="The test.npz of a `drawgap data quickdraw-fs` build."),
+    source: Path = typer.Option(..., "--source", help="The folder of <category>.ndjson files it was built from."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Split record to write (.json)."),
+) -> None:
+    """Record a QuickDraw-FS build's split: its settings, which sub-categories are test classes, the SHA-256 of each
+    source file holding one and of each test class, so that the test split can be rebuilt from those files alone
+    (what `drawgap demo --data quickdraw` does with the record of the shipped models' split)."""
+    from drawgap.data.formats import read_dataset
+    from drawgap.data.quickdraw_fs import split_record
+    from drawgap.io import write_json_atomic
+
+    record = split_record(read_dataset(test), source)
+    write_json_atomic(out, record)
+    _echo_written("split record", out, f"{len(record['test_classes'])} test classes from {len(record['files'])} of "
+                  f"{len(record['config']['categories'])} categories")
+
+
 # --------------------------------------------------------------------------------- evaluate / compare
 
 
