@@ -969,8 +969,8 @@ def report_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", callback=_writable_folder, help="Folder that keeps everything: data, generators, samples, metrics, figures, report."),
-    data: str = typer.Option("strokes", "--data", help="strokes (built-in, offline) or omniglot (weak split)."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Omniglot: local folder or zip of the official archives (offline)."),
+    data: str = typer.Option("strokes", "--data", help="strokes (built-in, offline), omniglot (weak split) or quickdraw (QuickDraw-FS, the shipped QuickDraw models' test split)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Omniglot: local folder or zip of the official archives (offline). Quick, Draw!: the folder of <category>.ndjson files (required)."),
     train: bool = typer.Option(False, "--train", help="Train the generators here from scratch instead of loading the shipped ones."),
     budget: float = typer.Option(10.0, "--budget", help="Minutes of training, all generators together (with --train, or when none is shipped)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps per generator, instead of the budget's estimate."),
