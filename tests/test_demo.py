@@ -288,6 +288,7 @@ def test_demo_on_quickdraw_rebuilds_the_shipped_test_split(cli, quickdraw_stand_
                                              "dir": str(out / "generators" / "cfgdm")}
     build = next(c for c in record["commands"] if c.startswith("drawgap data quickdraw-fs"))
     assert "--categories e,c,a,d,b" in build and "--min-cluster 25" in build and "--seed 4" in build
+    assert any(c.startswith("# human.npz") and "`drawgap data quickdraw-fs ... --as-samples`" in c for c in record["commands"])
     assert any(c.startswith("drawgap evaluate") and "--critics quickdraw" in c for c in record["commands"])
     assert [s["name"] for s in load_results(out).systems] == ["human", "CFGDM g=0", "CFGDM g=2", "DDPM"]
     human = json.loads((out / "metrics" / "human.json").read_text())

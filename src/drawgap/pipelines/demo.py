@@ -45,6 +45,7 @@ from drawgap.provenance import provenance
 
 DEMO_FORMAT = "drawgap.demo/1"
 DATASETS = ("strokes", "omniglot", "quickdraw")
+DATA_VERBS = {"strokes": "strokes", "omniglot": "omniglot", "quickdraw": "quickdraw-fs"}  # `drawgap data VERB` of each
 GENERATORS = ("ddpm", "cfgdm")
 GUIDANCE = (0.0, 0.5, 1.0, 2.0)
 SHIPPED_GENERATORS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -217,7 +218,7 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
                                           cfg.seed)
     paths["human"] = write_samples(human, data_dir / "human.npz")
     record.commands.append(f"# human.npz: the first {n_classes} classes x {cfg.per_exemplar} drawings of "
-                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them where it is one "
+                           f"`drawgap data {DATA_VERBS[cfg.data]} ... --as-samples`'s test_samples.npz (the exemplar among them where it is one "
                            f"of the first {cfg.per_exemplar}: {human.meta['exemplar_rows']} of {n_classes} classes)")
     n_train = splits["train"].n_classes if "train" in splits else test.meta["n_sub_categories_total"] - test.n_classes
     built = "" if "train" in splits else f" (not built: the shipped models' training split; the test classes were " \
