@@ -171,6 +171,16 @@ def test_prepare_stimuli_writes_manifest_pngs_and_partner(prepared):
         assert z["embeddings"].shape == (4, 128) and list(z["classes"]) == manifest["categories"]
     assert (prepared / "partner" / "critic" / "model.safetensors").is_file()
     assert manifest["provenance"]["seed"] == 0 and "versions" in manifest["provenance"]
+    # what the partner answers before anyone plays, recomputed from the saved partner
+    from drawgap.clickme.partner import Partner
+
+    partner = Partner.load(prepared)
+    guesses = partner.guess(np.stack([s.image(x.id) for x in s.stimuli]), [x.category for x in s.stimuli])
+    blank = partner.guess(np.zeros((1, 256, 256), np.uint8), [""])[0]
+    check = manifest["partner_check"]
+    assert check["fully_revealed_correct"] == sum(g.correct for g in guesses) and check["stimuli"] == 12
+    assert check["exemplars_correct"] == 4 == check["exemplars"]  # an exemplar sits on its own prototype
+    assert check["blank_canvas"] == {"guess": blank.category, "probability": round(blank.probability, 4)}
 
 
 def test_prepare_stimuli_refuses_bad_requests(tmp_path, prepared):
@@ -312,6 +322,7 @@ def test_cli_stimuli_straight_from_quickdraw_ndjson(cli, tmp_path, prepared):
             "--out", tmp_path / "st", "--workers", 1)
     assert r.code == 0, r
     assert "25 categories, 75 drawings + 1 practice" in r.out and "drawings.npz" in r.out
+    assert "of 75 fully revealed drawings (25 of 25 exemplars); on a blank canvas it answers '" in r.out
     s = load_stimuli(tmp_path / "st")
     assert s.categories == list(CLICKME_CATEGORIES)
     drawings = read_dataset(tmp_path / "st" / "drawings.npz")

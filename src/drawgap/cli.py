@@ -455,6 +455,10 @@ def clickme_stimuli(
     s = load_stimuli(path)
     _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}"
                   + (f"; drawings from {source} kept in {path / 'drawings.npz'}" if source is not None else ""))
+    check = s.manifest["partner_check"]
+    typer.echo(f"partner: recognizes {check['fully_revealed_correct']} of {check['stimuli']} fully revealed drawings "
+               f"({check['exemplars_correct']} of {check['exemplars']} exemplars); on a blank canvas it answers "
+               f"{check['blank_canvas']['guess']!r} (p {check['blank_canvas']['probability']:.2f})")
 
 
 @clickme_app.command("serve")

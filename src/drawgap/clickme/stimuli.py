@@ -5,7 +5,8 @@ A stimuli directory (written by `prepare_stimuli`, read by `load_stimuli`):
     manifest.json          {"format": "drawgap.clickme-stimuli/1", "canvas_size", "categories": [...],
                             "stimuli": [{"id", "category", "category_index", "source_index", "exemplar",
                                          "file"}, ...],
-                            "practice": [same fields], "dataset": {...}, "critic": {...}, "provenance"}
+                            "practice": [same fields], "dataset": {...}, "critic": {...},
+                            "partner_check": {...} (see `partner_check`), "provenance"}
     images/<id>.png        white drawing on black, upsampled to canvas_size x canvas_size
     partner/critic/        the ProtoNet critic (drawgap.critics save format)
     partner/support.npz    embeddings float32 [C, D]: the critic's embedding of each category's exemplar
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from drawgap.clickme.partner import Partner
 from drawgap.data.formats import Dataset, read_dataset
 from drawgap.data.transforms import as_tensor_images, resize, to_uint8
 from drawgap.errors import InputError
@@ -234,6 +236,8 @@ def prepare_stimuli(dataset: str | os.PathLike | Dataset, out: str | os.PathLike
         exemplar_rows = [k for k, (_, _, ex) in enumerate(chosen) if ex]
         support = partner.embed(big[exemplar_rows]).numpy().astype(np.float32)
         critic_dir = save_critic(partner, staging / "partner" / "critic", source=str(critic))
+        check = partner_check(Partner(partner, torch.from_numpy(support), category_names), big[: len(chosen)],
+                              [category_names[position[c]] for c, _, _ in chosen], [ex for _, _, ex in chosen])
         dataset_path = DRAWINGS if in_memory else str(dataset)  # drawings.npz: relative to the stimuli directory
         config = {"dataset": dataset_path, "categories": category_names, "per_category": per_category,
                   "practice": practice, "critic": str(critic), "canvas_size": canvas_size}
@@ -251,6 +255,7 @@ def prepare_stimuli(dataset: str | os.PathLike | Dataset, out: str | os.PathLike
             "critic": {"source": str(critic), "kind": partner.config.get("kind"), "arch": partner.config.get("arch"),
                        "image_size": partner.image_size, "weights_sha256": partner.weights_hash,
                        "dir": str(critic_dir.relative_to(staging))},
+            "partner_check": check,
             "provenance": provenance(config, seed),
         }
         write_json_atomic(staging / MANIFEST, manifest)
@@ -261,6 +266,18 @@ def prepare_stimuli(dataset: str | os.PathLike | Dataset, out: str | os.PathLike
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def partner_check(partner, images: np.ndarray, categories: list[str], exemplar: list[bool]) -> dict:
+    """What the partner answers before anyone plays: its top-1 on the fully revealed stimuli (exemplars apart: they
+    sit on their own prototypes) and its answer on a blank canvas, i.e. before any ink is revealed. A partner
+    that names a category on a blank canvas calls every trial of that category recognized at once."""
+    correct = np.array([g.correct for g in partner.guess(images, categories)])
+    exemplar = np.asarray(exemplar, dtype=bool)
+    blank = partner.guess(np.zeros((1, *images.shape[1:]), np.uint8), [""])[0]
+    return {"fully_revealed_correct": int(correct.sum()), "stimuli": len(correct),
+            "exemplars_correct": int(correct[exemplar].sum()), "exemplars": int(exemplar.sum()),
+            "blank_canvas": {"guess": blank.category, "probability": round(blank.probability, 4)}}
 
 
 def load_stimuli(root: str | os.PathLike) -> StimulusSet:
