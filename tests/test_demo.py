@@ -268,7 +268,11 @@ def quickdraw_stand_ins(tmp_path, monkeypatch):
 
 
 def test_demo_on_quickdraw_rebuilds_the_shipped_test_split(cli, quickdraw_stand_ins, tmp_path):
+    import shlex
+    import shutil
+
     src, full, root, asked = quickdraw_stand_ins
+    shutil.copytree(src, tmp_path / "every")
     for f in src.iterdir():  # the rebuild reads only the categories that hold test classes
         if not any(str(c).startswith(f"{f.stem}/") for c in full["test"].classes):
             f.unlink()
@@ -288,11 +292,17 @@ def test_demo_on_quickdraw_rebuilds_the_shipped_test_split(cli, quickdraw_stand_
                                              "dir": str(out / "generators" / "cfgdm")}
     build = next(c for c in record["commands"] if c.startswith("drawgap data quickdraw-fs"))
     assert "--categories e,c,a,d,b" in build and "--min-cluster 25" in build and "--seed 4" in build
+    assert "--test-fraction 0.3" in build and "--selection" not in build  # the settings that differ from the CLI's defaults
     assert any(c.startswith("# human.npz") and "`drawgap data quickdraw-fs ... --as-samples`" in c for c in record["commands"])
     assert any(c.startswith("drawgap evaluate") and "--critics quickdraw" in c for c in record["commands"])
     assert [s["name"] for s in load_results(out).systems] == ["human", "CFGDM g=0", "CFGDM g=2", "DDPM"]
     human = json.loads((out / "metrics" / "human.json").read_text())
     assert human["per_class"]["classes"] == [str(c) for c in test.classes[:2]]
+    # the recorded build command, with every category file back, writes the same test.npz (and a train.npz)
+    shutil.copytree(tmp_path / "every", src, dirs_exist_ok=True)
+    assert cli(*shlex.split(build)[1:]).code == 0
+    assert read_dataset(out / "data" / "test.npz").content_sha256() == full["test"].content_sha256()
+    assert read_dataset(out / "data" / "train.npz").content_sha256() == full["train"].content_sha256()
 
 
 def test_demo_on_quickdraw_refuses_what_it_cannot_do(cli, quickdraw_stand_ins, tmp_path):

@@ -234,14 +234,22 @@ def quickdraw_test_split(cfg: DemoConfig, record: DemoRecord, data_dir: Path):
     the full build, each class checked against the record. The full build (every category, minutes more) would
     also make the training split, which the demo does not use; its command is recorded as the way to remake
     test.npz."""
-    from drawgap.data.quickdraw_fs import SHIPPED_SPLIT, read_split_record, rebuild_test_split
+    from drawgap.data.quickdraw_fs import SHIPPED_SPLIT, QuickDrawFSConfig, read_split_record, rebuild_test_split
 
     split = read_split_record(SHIPPED_SPLIT)
     test = rebuild_test_split(split, cfg.source, progress=False, workers=2)
     c = split["config"]
-    record.commands.append(cli_command(
-        ["data", "quickdraw-fs"], categories=",".join(c["categories"]), source=cfg.source, min_cluster=c["min_cluster"],
-        seed=c["seed"], size=c["image_size"], out=data_dir))
+    default = QuickDrawFSConfig(categories=[])
+    # the build's settings that the CLI takes, where they differ from its defaults (a float default such as the
+    # test fraction 115/665 is left to the CLI rather than printed rounded)
+    given = {option: c[key] for option, key in (("min_cluster", "min_cluster"), ("clusters_per_category", "clusters_per_category"),
+                                                ("selection", "selection"), ("test_fraction", "test_fraction"),
+                                                ("size", "image_size"), ("max_per_category", "max_per_category"),
+                                                ("recognized_only", "recognized_only"), ("on_error", "on_error"),
+                                                ("critic", "critic"))
+             if c[key] != getattr(default, key)}
+    record.commands.append(cli_command(["data", "quickdraw-fs"], categories=",".join(c["categories"]), source=cfg.source,
+                                       **given, seed=c["seed"], out=data_dir))
     record.commands.append(f"# test.npz: the test split of the command above (which also writes train.npz), rebuilt from "
                            f"the {len(split['files'])} categories that hold its {len(split['test_classes'])} classes and "
                            f"checked class by class against drawgap's record of the shipped models' split "
