@@ -17,6 +17,8 @@ the server let through. The PASS line is about the honest participants only.
     python benchmarks/bench_clickme.py                       # 50 participants x 20 trials, SQLite
     python benchmarks/bench_clickme.py --abusive 200         # ... beside an abusive client
     python benchmarks/bench_clickme.py --db postgresql       # a throwaway PostgreSQL server on 127.0.0.1
+    python benchmarks/bench_clickme.py --stimuli DIR         # on stimuli of `drawgap clickme stimuli` (real drawings,
+                                                             # a trained partner) instead of generated ones
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=600.0, help="give up after this long")
     ap.add_argument("--abusive", type=int, default=0, help="fresh participants an abusive client tries to start")
     ap.add_argument("--abuse-seconds", type=float, default=60.0, help="how long the abusive client runs")
+    ap.add_argument("--stimuli", type=Path, help="a stimuli folder written by `drawgap clickme stimuli` (default: 25 "
+                    "generated categories x 10 drawings with a random-init partner)")
     args = ap.parse_args(argv)
     if not (1 <= args.participants <= 500 and 1 <= args.trials <= 100):
         ap.error("keep it bounded: 1..500 participants, 1..100 trials")
@@ -162,8 +166,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-clickme-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        stimuli = make_test_stimuli(tmp, n_classes=25, per_class=12, per_category=10, practice=0)
-        print(f"stimuli: 25 categories x 10 drawings (random-init ProtoNet partner, 48 px) in {time.perf_counter() - t:.1f} s")
+        if args.stimuli is None:
+            stimuli = make_test_stimuli(tmp, n_classes=25, per_class=12, per_category=10, practice=0)
+            print(f"stimuli: 25 categories x 10 drawings (random-init ProtoNet partner, 48 px) in {time.perf_counter() - t:.1f} s")
+        else:
+            from drawgap.clickme.stimuli import load_stimuli
+
+            stimuli, loaded = args.stimuli, load_stimuli(args.stimuli)
+            print(f"stimuli: {args.stimuli}: {len(loaded.categories)} categories, {len(loaded.stimuli)} drawings; partner "
+                  f"{loaded.manifest['critic']['source']} ({loaded.manifest['critic']['arch']}, {loaded.manifest['critic']['image_size']} px)")
         postgres = None
         if args.db == "sqlite":
             db_url = str(tmp / "clickme.sqlite3")

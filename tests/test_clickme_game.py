@@ -171,6 +171,16 @@ def test_prepare_stimuli_writes_manifest_pngs_and_partner(prepared):
         assert z["embeddings"].shape == (4, 128) and list(z["classes"]) == manifest["categories"]
     assert (prepared / "partner" / "critic" / "model.safetensors").is_file()
     assert manifest["provenance"]["seed"] == 0 and "versions" in manifest["provenance"]
+    # what the partner answers before anyone plays, recomputed from the saved partner
+    from drawgap.clickme.partner import Partner
+
+    partner = Partner.load(prepared)
+    guesses = partner.guess(np.stack([s.image(x.id) for x in s.stimuli]), [x.category for x in s.stimuli])
+    blank = partner.guess(np.zeros((1, 256, 256), np.uint8), [""])[0]
+    check = manifest["partner_check"]
+    assert check["fully_revealed_correct"] == sum(g.correct for g in guesses) and check["stimuli"] == 12
+    assert check["exemplars_correct"] == 4 == check["exemplars"]  # an exemplar sits on its own prototype
+    assert check["blank_canvas"] == {"guess": blank.category, "probability": round(blank.probability, 4)}
 
 
 def test_prepare_stimuli_refuses_bad_requests(tmp_path, prepared):
@@ -287,3 +297,55 @@ def test_a_database_of_another_schema_is_refused_before_serving(tmp_path, cli):
     assert "old.sqlite3" in str(err.value) and db.read_bytes() == before  # refused, and left as it was
     r = cli("clickme", "status", "--db", db)
     assert r.code == 2 and "lacks columns" in r.err
+
+
+# ------------------------------------------------------------------------------------ stimuli from ndjson
+
+
+def test_cli_stimuli_straight_from_quickdraw_ndjson(cli, tmp_path, prepared):
+    """`--source DIR --categories clickme`: the paper's 25 categories from ndjson files, one class each, the Eq. 1
+    exemplar first, the drawings kept as drawings.npz; a missing category stops before anything is written."""
+    from drawgap.clickme.stimuli import CLICKME_CATEGORIES, upsample
+    from drawgap.data.exemplars import pixel_space_exemplars
+    from drawgap.data.formats import read_dataset
+    from drawgap.data.quickdraw import NdjsonDrawings, rasterize
+    from tests.test_quickdraw import SHAPES, write_ndjson
+
+    assert len(CLICKME_CATEGORIES) == 25 and {"cat", "pizza"} <= set(CLICKME_CATEGORIES)
+    assert "cat head" not in CLICKME_CATEGORIES and "pizza slice" not in CLICKME_CATEGORIES
+    src = tmp_path / "ndjson"
+    src.mkdir()
+    for k, category in enumerate(CLICKME_CATEGORIES):  # 4 drawings of one shape per category
+        write_ndjson(src / f"{category}.ndjson", category, [SHAPES[k % len(SHAPES)]], 4, seed=k)
+    critic = prepared.parent / "critic"
+    r = cli("clickme", "stimuli", "--source", src, "--categories", "clickme", "--per-category", 3, "--critic", critic,
+            "--out", tmp_path / "st", "--workers", 1)
+    assert r.code == 0, r
+    assert "25 categories, 75 drawings + 1 practice" in r.out and "drawings.npz" in r.out
+    assert "of 75 fully revealed drawings (25 of 25 exemplars); on a blank canvas it answers '" in r.out
+    s = load_stimuli(tmp_path / "st")
+    assert s.categories == list(CLICKME_CATEGORIES)
+    drawings = read_dataset(tmp_path / "st" / "drawings.npz")
+    assert list(drawings.classes) == list(CLICKME_CATEGORIES) and drawings.image_size == 48
+    assert s.manifest["dataset"]["path"] == "drawings.npz" and s.manifest["dataset"]["source"] == str(src)
+    # the pizza class holds the file's drawings rendered at 48 px, in file order; its exemplar is Eq. 1's
+    pizza = CLICKME_CATEGORIES.index("pizza")
+    rendered = rasterize(NdjsonDrawings(src / "pizza.ndjson"), 48)
+    np.testing.assert_array_equal(drawings.images_of(pizza), rendered)
+    eq1 = pixel_space_exemplars(rendered, np.zeros(4, np.int64))[0]
+    first = next(x for x in s.stimuli if x.category == "pizza")
+    assert first.exemplar and first.source_index == drawings.exemplars[pizza] == pizza * 4 + eq1
+    np.testing.assert_array_equal(s.image(first.id), upsample(rendered[eq1:eq1 + 1], 256)[0])
+
+    # the same names given one by one, in another order; and the default with --source is clickme
+    r = cli("clickme", "stimuli", "--source", src, "--categories", "pizza,cat", "--per-category", 2, "--critic", critic,
+            "--out", tmp_path / "two", "--workers", 1)
+    assert r.code == 0 and load_stimuli(tmp_path / "two").categories == ["pizza", "cat"], r
+    (src / "saw.ndjson").unlink()
+    r = cli("clickme", "stimuli", "--source", src, "--per-category", 2, "--critic", critic, "--out", tmp_path / "x")
+    assert r.code == 2 and "saw" in r.err and str(src) in r.err, r
+    r = cli("clickme", "stimuli", tmp_path / "st" / "drawings.npz", "--source", src, "--critic", critic, "--out", tmp_path / "y")
+    assert r.code == 2 and "--source" in r.err, r
+    r = cli("clickme", "stimuli", "--source", src, "--categories", "cat", "--critic", tmp_path / "nope", "--out", tmp_path / "z")
+    assert r.code == 2 and "critic" in r.err, r
+    assert not any((tmp_path / d).exists() for d in ("x", "y", "z"))

@@ -279,3 +279,99 @@ def test_recorded_commands_take_their_flags_from_the_cli():
         cli_command(["sample"], "r", per_drawing=2)  # a renamed flag fails where the command is written
     with pytest.raises(ValueError, match="has no option for 'set_size'"):
         cli_command(["train", "cfgdm"], set_size=3)
+
+
+# ------------------------------------------------------------------------------------------ quickdraw
+
+
+@pytest.fixture
+def quickdraw_stand_ins(tmp_path, monkeypatch):
+    """Synthetic ndjson, the split record of its QuickDraw-FS build where drawgap keeps the shipped one, tiny
+    untrained quickdraw-ddpm / quickdraw-cfgdm run directories and tiny untrained critics in the shipped ones' place."""
+    import torch
+
+    from drawgap.critics import ProtoNetCritic, SimCLRCritic
+    from drawgap.data import quickdraw_fs
+    from drawgap.data.quickdraw_fs import build_quickdraw_fs, quickdraw_fs_config, split_record
+    from drawgap.io import write_json_atomic
+    from tests.test_quickdraw import write_ndjson
+
+    src = tmp_path / "ndjson"
+    src.mkdir()
+    shapes = {"a": ("circle", "cross"), "b": ("square", "zigzag"), "c": ("triangle", "circle"), "d": ("cross", "square"),
+              "e": ("zigzag", "triangle")}
+    for seed, (category, pair) in enumerate(shapes.items()):
+        write_ndjson(src / f"{category}.ndjson", category, pair, 30, seed=seed)
+    config = quickdraw_fs_config(["e", "c", "a", "d", "b"], min_cluster=25, test_fraction=0.3, seed=4)
+    full = build_quickdraw_fs(config, source=src, progress=False)
+    record = tmp_path / "split.json"
+    write_json_atomic(record, split_record(full["test"], src))
+    monkeypatch.setattr(quickdraw_fs, "SHIPPED_SPLIT", record)
+    root = tmp_path / "shipped"
+    for name in ("ddpm", "cfgdm"):
+        create_generator(name, seed=0, image_size=48, denoiser=TINY_DENOISER).save(root / f"quickdraw-{name}")
+    monkeypatch.setattr(demo, "SHIPPED_GENERATORS_DIR", root)
+    torch.manual_seed(0)
+    critics = (SimCLRCritic("omniglot", image_size=48), ProtoNetCritic("omniglot", image_size=48))
+    asked = []
+    monkeypatch.setattr(demo, "load_critics", lambda data: asked.append(data) or critics)
+    return src, full, root, asked
+
+
+def test_demo_on_quickdraw_rebuilds_the_shipped_test_split(cli, quickdraw_stand_ins, tmp_path):
+    import shlex
+    import shutil
+
+    src, full, root, asked = quickdraw_stand_ins
+    shutil.copytree(src, tmp_path / "every")
+    for f in src.iterdir():  # the rebuild reads only the categories that hold test classes
+        if not any(str(c).startswith(f"{f.stem}/") for c in full["test"].classes):
+            f.unlink()
+    out = tmp_path / "demo"
+    r = cli("demo", "--data", "quickdraw", "--source", src, "--out", out, "--classes", 2, "--per-exemplar", 3,
+            "--sampler-steps", 2, "--guidance", "0,2", "--queries", 10, "--bootstrap", 20, "--importance-classes", 1)
+    assert r.code == 0, r
+    assert asked == ["quickdraw"]  # the dataset's shipped critic pair, by its prefix
+    assert "quickdraw: 7 train classes (not built" in r.out and "3 test classes" in r.out
+    test = read_dataset(out / "data" / "test.npz")
+    assert test.content_sha256() == full["test"].content_sha256()
+    np.testing.assert_array_equal(test.exemplars, full["test"].exemplars)
+    assert not (out / "data" / "train.npz").exists()
+    record = json.loads((out / "demo.json").read_text())
+    assert [s["stage"] for s in record["stages"]] == ["data", "generators", "sample", "evaluate", "importance", "report"]
+    assert record["generators"]["cfgdm"] == {"source": "shipped", "name": "quickdraw-cfgdm",
+                                             "dir": str(out / "generators" / "cfgdm")}
+    build = next(c for c in record["commands"] if c.startswith("drawgap data quickdraw-fs"))
+    assert "--categories e,c,a,d,b" in build and "--min-cluster 25" in build and "--seed 4" in build
+    assert "--test-fraction 0.3" in build and "--selection" not in build  # the settings that differ from the CLI's defaults
+    assert any(c.startswith("# human.npz") and "`drawgap data quickdraw-fs ... --as-samples`" in c for c in record["commands"])
+    assert any(c.startswith("drawgap evaluate") and "--critics quickdraw" in c for c in record["commands"])
+    assert [s["name"] for s in load_results(out).systems] == ["human", "CFGDM g=0", "CFGDM g=2", "DDPM"]
+    human = json.loads((out / "metrics" / "human.json").read_text())
+    assert human["per_class"]["classes"] == [str(c) for c in test.classes[:2]]
+    # the recorded build command, with every category file back, writes the same test.npz (and a train.npz)
+    shutil.copytree(tmp_path / "every", src, dirs_exist_ok=True)
+    assert cli(*shlex.split(build)[1:]).code == 0
+    assert read_dataset(out / "data" / "test.npz").content_sha256() == full["test"].content_sha256()
+    assert read_dataset(out / "data" / "train.npz").content_sha256() == full["train"].content_sha256()
+
+
+def test_demo_on_quickdraw_refuses_what_it_cannot_do(cli, quickdraw_stand_ins, tmp_path):
+    src, _, root, _ = quickdraw_stand_ins
+    no_source = cli("demo", "--data", "quickdraw", "--out", tmp_path / "a")
+    assert no_source.code == 2 and "--source" in no_source.err, no_source
+    train = cli("demo", "--data", "quickdraw", "--source", src, "--train", "--out", tmp_path / "b")
+    assert train.code == 2 and "--train" in train.err, train
+    (root / "quickdraw-ddpm" / "weights.safetensors").unlink()
+    unshipped = cli("demo", "--data", "quickdraw", "--source", src, "--out", tmp_path / "c")
+    assert unshipped.code == 2 and "quickdraw-ddpm" in unshipped.err, unshipped
+    from drawgap.data import quickdraw_fs
+
+    held = next(iter(quickdraw_fs.read_split_record(quickdraw_fs.SHIPPED_SPLIT)["files"]))
+    other = src / f"{held}.ndjson"  # other drawings than the split was built from, in a file that holds test classes
+    other.write_text(other.read_text().replace('"recognized": true', '"recognized": false', 1))
+    (root / "quickdraw-ddpm").rename(root / "x")
+    create_generator("ddpm", seed=0, image_size=48, denoiser=TINY_DENOISER).save(root / "quickdraw-ddpm")
+    changed = cli("demo", "--data", "quickdraw", "--source", src, "--out", tmp_path / "d")
+    assert changed.code == 2 and str(other) in changed.err and "built from" in changed.err, changed
+    assert not any((tmp_path / d).exists() for d in "abc")

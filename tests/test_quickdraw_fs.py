@@ -176,3 +176,66 @@ def test_preview_shows_the_sub_categories_of_a_category(source, cli, tmp_path):
     assert bad.code == 2 and "--preview-category" in bad.err and not (tmp_path / "e").exists()
     alone = cli("data", "quickdraw-fs", "--categories", "pointy", "--source", src, "--out", tmp_path / "f", "--preview", tmp_path / "q.png")
     assert alone.code == 2 and "--preview-category" in alone.err and not (tmp_path / "f").exists()
+
+
+# ------------------------------------------------------------------------------------------ split records
+
+
+def test_test_split_is_rebuilt_from_its_categories_alone(tmp_path, cli):
+    """A split record lets the test classes be rebuilt from the categories that hold them (the other files need
+    not be there): the same drawings, labels, classes and exemplars as the full build; other drawings in a file,
+    or a class that comes out different, stop the rebuild with a message naming them."""
+    import json
+
+    from drawgap.data.quickdraw_fs import read_split_record, rebuild_test_split
+    from tests.test_quickdraw import write_ndjson
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shapes = {"a": ("circle", "cross"), "b": ("square", "zigzag"), "c": ("triangle", "circle"), "d": ("cross", "square"),
+              "e": ("zigzag", "triangle")}
+    for seed, (category, pair) in enumerate(shapes.items()):
+        write_ndjson(src / f"{category}.ndjson", category, pair, 30, seed=seed)
+    built = cli("data", "quickdraw-fs", "--categories", "e,c,a,d,b", "--source", src, "--out", tmp_path / "full",
+                "--min-cluster", 25, "--test-fraction", 0.3, "--seed", 4)
+    assert built.code == 0, built
+    r = cli("data", "quickdraw-fs-split", tmp_path / "full" / "test.npz", "--source", src, "--out", tmp_path / "split.json")
+    assert r.code == 0 and "3 test classes from" in r.out, r
+    record = read_split_record(tmp_path / "split.json")
+    full = read_dataset(tmp_path / "full" / "test.npz")
+    assert [c["class"] for c in record["test_classes"]] == list(full.classes)
+    assert record["config"]["categories"] == ["e", "c", "a", "d", "b"] and record["config"]["min_cluster"] == 25
+    held = set(record["files"])
+    assert held == {str(c).split("/")[0] for c in full.classes} and len(held) < 5
+    for f in src.iterdir():  # only the files that hold test classes are needed
+        if f.stem not in held:
+            f.unlink()
+    rebuilt = rebuild_test_split(record, src, progress=False)
+    assert rebuilt.content_sha256() == full.content_sha256()
+    np.testing.assert_array_equal(rebuilt.exemplars, full.exemplars)
+    assert rebuilt.meta["sub_categories"] == full.meta["sub_categories"] and rebuilt.meta["split"] == "test"
+    assert rebuilt.meta["rebuilt_from_split"]["categories"] == len(held)
+
+    tampered = json.loads((tmp_path / "split.json").read_text())
+    tampered["test_classes"][1]["sha256"] = "0" * 64
+    with pytest.raises(InputError, match=f"1 of 3 rebuilt test classes differ.*{tampered['test_classes'][1]['class']}"):
+        rebuild_test_split(tampered, src, progress=False)
+    changed = src / f"{sorted(held)[0]}.ndjson"
+    changed.write_text(changed.read_text().replace('"recognized": true', '"recognized": false', 1))
+    with pytest.raises(InputError, match="built from") as err:
+        rebuild_test_split(record, src, progress=False)
+    assert str(changed) in str(err.value)
+    bad = cli("data", "quickdraw-fs-split", tmp_path / "full" / "train.npz", "--source", src, "--out", tmp_path / "x.json")
+    assert bad.code == 2 and "test.npz" in bad.err and not (tmp_path / "x.json").exists()
+
+
+def test_shipped_split_record_names_the_shipped_models_test_classes():
+    """The record drawgap ships: 95 test classes of 150 drawings from 86 of the 300 development categories."""
+    from drawgap.data.quickdraw_fs import SHIPPED_SPLIT, QuickDrawFSConfig, read_split_record
+
+    record = read_split_record(SHIPPED_SPLIT)
+    config = QuickDrawFSConfig(**record["config"]).check()
+    assert (config.min_cluster, config.seed, config.image_size, len(config.categories)) == (150, 0, 48, 300)
+    assert len(record["test_classes"]) == 95 and record["n_sub_categories_total"] == 550 and len(record["files"]) == 86
+    assert {c["class"].rsplit("/", 1)[0] for c in record["test_classes"]} == set(record["files"])
+    assert all(len(c["sha256"]) == 64 and 0 <= c["exemplar"] < 150 for c in record["test_classes"])

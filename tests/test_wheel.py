@@ -94,7 +94,8 @@ def test_the_wheel_from_a_clean_copy_installs_and_runs_in_a_fresh_venv(tmp_path)
     for must in ("drawgap/clickme/web/dist/index.html", "drawgap/clickme/web/dist/vendor/jspsych.js",
                  "drawgap/clickme/migrations/env.py", "drawgap/clickme/migrations/versions/0001_baseline.py",
                  "drawgap/models/weights/strokes-cfgdm/weights.safetensors",
-                 "drawgap/critics/weights/strokes-protonet/model.safetensors"):
+                 "drawgap/critics/weights/strokes-protonet/model.safetensors",
+                 "drawgap/data/splits/quickdraw-fs-150.json"):  # what demo --data quickdraw rebuilds its test split from
         assert must in names, must
         assert f"src/{must}" in in_sdist, must
     assert not any("node_modules" in n for n in names)

@@ -299,6 +299,25 @@ def data_quickdraw_fs(
         _echo_written("preview", path, f"the sub-categories of {', '.join(preview_category)}, exemplar first")
 
 
+@data_app.command("quickdraw-fs-split")
+def data_quickdraw_fs_split(
+    test: Path = typer.Argument(..., help="The test.npz of a `drawgap data quickdraw-fs` build."),
+    source: Path = typer.Option(..., "--source", help="The folder of <category>.ndjson files it was built from."),
+    out: Path = typer.Option(..., "--out", callback=_writable_file, help="Split record to write (.json)."),
+) -> None:
+    """Record a QuickDraw-FS build's split: its settings, which sub-categories are test classes, the SHA-256 of each
+    source file holding one and of each test class, so that the test split can be rebuilt from those files alone
+    (what `drawgap demo --data quickdraw` does with the record of the shipped models' split)."""
+    from drawgap.data.formats import read_dataset
+    from drawgap.data.quickdraw_fs import split_record
+    from drawgap.io import write_json_atomic
+
+    record = split_record(read_dataset(test), source)
+    write_json_atomic(out, record)
+    _echo_written("split record", out, f"{len(record['test_classes'])} test classes from {len(record['files'])} of "
+                  f"{len(record['config']['categories'])} categories")
+
+
 # --------------------------------------------------------------------------------- evaluate / compare
 
 
@@ -399,23 +418,47 @@ def _require_clickme_extra() -> None:
 
 @clickme_app.command("stimuli")
 def clickme_stimuli(
-    dataset: Path = typer.Argument(..., help="Dataset file (.npz) holding the drawings."),
+    dataset: Optional[Path] = typer.Argument(None, help="Dataset file (.npz) holding the drawings (or give --source)."),
     out: Path = typer.Option(..., "--out", callback=_writable_folder, help="New folder for the stimuli (PNGs, manifest.json, partner/)."),
-    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated class names (default: the first 25 classes)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Instead of DATASET: a folder of Quick, Draw! <category>.ndjson files, one class per category rendered at 48 px (kept as OUT/drawings.npz)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated class names, or 'clickme': the paper's 25 ClickMe-QuickDraw categories (default: the first 25 classes; with --source, clickme)."),
     per_category: int = typer.Option(10, "--per-category", help="Drawings per category, the exemplar first."),
     practice: int = typer.Option(1, "--practice", help="Extra drawings for practice trials."),
-    critic: str = typer.Option("strokes-protonet", "--critic", help="ProtoNet critic (name or folder): the AI partner."),
+    critic: Optional[str] = typer.Option(None, "--critic", help="ProtoNet critic (name or folder): the AI partner (default strokes-protonet; with --source, quickdraw-protonet)."),
     size: int = typer.Option(256, "--size", help="Canvas size in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the drawings' choice."),
+    on_error: str = typer.Option("skip", "--on-error", help="With --source, a malformed ndjson line: skip (count and warn) or stop."),
+    workers: int = typer.Option(2, "--workers", help="With --source, processes rendering categories (the stimuli do not depend on it)."),
 ) -> None:
     """Prepare stimuli and the partner classifier (the critic with the exemplars as support)."""
-    from drawgap.clickme.stimuli import load_stimuli, prepare_stimuli
+    from drawgap.clickme.stimuli import CLICKME_CATEGORIES, load_stimuli, prepare_stimuli, quickdraw_stimuli_dataset
 
-    names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
-    path = prepare_stimuli(dataset, out, categories=names, per_category=per_category, practice=practice, critic=critic,
+    if (dataset is None) == (source is None):
+        raise InputError("expected either a DATASET file or --source FOLDER of ndjson files, not both or neither",
+                         field="--source")
+    if categories is not None and categories.strip() == "clickme":
+        names = list(CLICKME_CATEGORIES)
+    elif categories:
+        names = [c.strip() for c in categories.split(",") if c.strip()]
+    else:
+        names = list(CLICKME_CATEGORIES) if source is not None else None
+    partner = critic or ("quickdraw-protonet" if source is not None else "strokes-protonet")
+    if source is not None:
+        from drawgap.critics.registry import critic_dir
+
+        critic_dir(partner)  # an unknown or uninstalled partner stops here, before the drawings are rendered
+        with _quickdraw_warnings():
+            dataset = quickdraw_stimuli_dataset(source, names, progress=sys.stderr.isatty(), workers=workers,
+                                                on_error=_on_error_option(on_error))
+    path = prepare_stimuli(dataset, out, categories=names, per_category=per_category, practice=practice, critic=partner,
                            canvas_size=size, seed=seed)
     s = load_stimuli(path)
-    _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}")
+    _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}"
+                  + (f"; drawings from {source} kept in {path / 'drawings.npz'}" if source is not None else ""))
+    check = s.manifest["partner_check"]
+    typer.echo(f"partner: recognizes {check['fully_revealed_correct']} of {check['stimuli']} fully revealed drawings "
+               f"({check['exemplars_correct']} of {check['exemplars']} exemplars); on a blank canvas it answers "
+               f"{check['blank_canvas']['guess']!r} (p {check['blank_canvas']['probability']:.2f})")
 
 
 @clickme_app.command("serve")
@@ -1009,8 +1052,8 @@ def report_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo_out"), "--out", callback=_writable_folder, help="Folder that keeps everything: data, generators, samples, metrics, figures, report."),
-    data: str = typer.Option("strokes", "--data", help="strokes (built-in, offline) or omniglot (weak split)."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Omniglot: local folder or zip of the official archives (offline)."),
+    data: str = typer.Option("strokes", "--data", help="strokes (built-in, offline), omniglot (weak split) or quickdraw (QuickDraw-FS, the shipped QuickDraw models' test split)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Omniglot: local folder or zip of the official archives (offline). Quick, Draw!: the folder of <category>.ndjson files (required)."),
     train: bool = typer.Option(False, "--train", help="Train the generators here from scratch instead of loading the shipped ones."),
     budget: float = typer.Option(10.0, "--budget", help="Minutes of training, all generators together (with --train, or when none is shipped)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps per generator, instead of the budget's estimate."),

@@ -5,7 +5,8 @@ A stimuli directory (written by `prepare_stimuli`, read by `load_stimuli`):
     manifest.json          {"format": "drawgap.clickme-stimuli/1", "canvas_size", "categories": [...],
                             "stimuli": [{"id", "category", "category_index", "source_index", "exemplar",
                                          "file"}, ...],
-                            "practice": [same fields], "dataset": {...}, "critic": {...}, "provenance"}
+                            "practice": [same fields], "dataset": {...}, "critic": {...},
+                            "partner_check": {...} (see `partner_check`), "provenance"}
     images/<id>.png        white drawing on black, upsampled to canvas_size x canvas_size
     partner/critic/        the ProtoNet critic (drawgap.critics save format)
     partner/support.npz    embeddings float32 [C, D]: the critic's embedding of each category's exemplar
@@ -14,6 +15,11 @@ A stimuli directory (written by `prepare_stimuli`, read by `load_stimuli`):
 Each category's exemplar (the dataset's prototype drawing) is its first stimulus, so that human maps can be
 compared on it (SPEC.md 5.1); the other drawings are drawn at random (seeded) from the rest of the category.
 Practice drawings are further drawings of the categories, never shown as trials.
+
+The drawings come from a dataset file, or straight from Quick, Draw! ndjson files (`quickdraw_stimuli_dataset`:
+one class per category, rendered at 48 px as QuickDraw-FS, Eq. 1 exemplars); the dataset built from ndjson is
+kept in the directory as `drawings.npz`, so that model maps of the same exemplars can be made from it
+(`drawgap importance maps diffusion RUN --exemplars DIR/drawings.npz`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from drawgap.clickme.partner import Partner
 from drawgap.data.formats import Dataset, read_dataset
 from drawgap.data.transforms import as_tensor_images, resize, to_uint8
 from drawgap.errors import InputError
@@ -40,7 +47,17 @@ from drawgap.provenance import provenance
 STIMULI_FORMAT = "drawgap.clickme-stimuli/1"
 SUPPORT_FORMAT = "drawgap.clickme-support/1"
 MANIFEST = "manifest.json"
+DRAWINGS = "drawings.npz"  # the dataset of stimuli built from ndjson, kept in the directory
 DEFAULT_N_CATEGORIES = 25
+QUICKDRAW_IMAGE_SIZE = 48  # QuickDraw-FS's size, the QuickDraw critics' and generators' input
+
+# The 25 ClickMe-QuickDraw categories, in the original game's order (SPEC.md 1.2, [CD] guess_server/guesser.py:36),
+# as Quick, Draw! file names: the game's "cat head" is the category `cat`, its "pizza slice" is `pizza`.
+CLICKME_CATEGORIES = (
+    "microwave", "golf club", "house plant", "tooth", "cat", "truck", "fireplace", "t-shirt", "carrot", "pizza",
+    "snorkel", "megaphone", "boomerang", "cactus", "shorts", "triangle", "suitcase", "pear", "skateboard", "saw",
+    "dolphin", "map", "door", "knife", "flashlight",
+)
 
 
 @dataclass
@@ -154,14 +171,28 @@ def choose_stimuli(ds: Dataset, class_indices: list[int], per_category: int, pra
     return chosen, practice_items
 
 
-def prepare_stimuli(dataset: str | os.PathLike, out: str | os.PathLike, *, categories: list[str] | None = None,
+def quickdraw_stimuli_dataset(source: str | os.PathLike, categories=CLICKME_CATEGORIES, *, progress: bool = False,
+                              workers: int = 1, on_error: str = "skip") -> Dataset:
+    """A dataset of Quick, Draw! categories straight from the ndjson files in `source`: one class per category,
+    every drawing of its file rendered at 48 px (the official numpy_bitmap recipe, as QuickDraw-FS), its
+    exemplar by Eq. 1 on blurred pixels (the critic-free choice of the QuickDraw-FS build). A missing category
+    file is an `InputError` naming the folder and the category."""
+    from drawgap.data.quickdraw import load_quickdraw
+
+    return load_quickdraw(list(categories), source=source, size=QUICKDRAW_IMAGE_SIZE, on_error=on_error,
+                          progress=progress, workers=workers)
+
+
+def prepare_stimuli(dataset: str | os.PathLike | Dataset, out: str | os.PathLike, *, categories: list[str] | None = None,
                     per_category: int = 10, practice: int = 1, critic: str | os.PathLike = "strokes-protonet",
                     canvas_size: int = 256, seed: int = 0) -> Path:
-    """Write a stimuli directory (see the module docstring) for `categories` of a dataset file.
+    """Write a stimuli directory (see the module docstring) for `categories` of a dataset file, or of a
+    `Dataset` built in memory (e.g. `quickdraw_stimuli_dataset`), which is then kept in it as `drawings.npz`.
 
     The directory is built beside `out` and renamed into place at the end, so a failed run leaves nothing.
     """
     from drawgap.critics import load_critic, save_critic
+    from drawgap.data.formats import write_dataset
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -170,7 +201,10 @@ def prepare_stimuli(dataset: str | os.PathLike, out: str | os.PathLike, *, categ
         raise InputError(f"expected at least 1, got {per_category}", field="per_category")
     if practice < 0:
         raise InputError(f"expected 0 or more, got {practice}", field="practice")
-    ds = read_dataset(dataset)
+    in_memory = isinstance(dataset, Dataset)
+    ds = dataset if in_memory else read_dataset(dataset)
+    if in_memory:
+        dataset = None  # named in errors and the manifest as the drawings.npz it becomes
     class_indices = _pick_categories(ds, categories, dataset)
     chosen, practice_items = choose_stimuli(ds, class_indices, per_category, practice, seed, dataset)
     partner = load_critic(critic)
@@ -188,6 +222,8 @@ def prepare_stimuli(dataset: str | os.PathLike, out: str | os.PathLike, *, categ
             write_bytes_atomic(staging / file, _png_bytes(big[k]))
             return Stimulus(sid, str(ds.classes[c]), position[c], i, exemplar, file)
 
+        if in_memory:
+            write_dataset(ds, staging / DRAWINGS)
         stimuli, counts = [], {}
         for k, (c, i, exemplar) in enumerate(chosen):
             n = counts.get(c, 0)
@@ -200,7 +236,10 @@ def prepare_stimuli(dataset: str | os.PathLike, out: str | os.PathLike, *, categ
         exemplar_rows = [k for k, (_, _, ex) in enumerate(chosen) if ex]
         support = partner.embed(big[exemplar_rows]).numpy().astype(np.float32)
         critic_dir = save_critic(partner, staging / "partner" / "critic", source=str(critic))
-        config = {"dataset": str(dataset), "categories": category_names, "per_category": per_category,
+        check = partner_check(Partner(partner, torch.from_numpy(support), category_names), big[: len(chosen)],
+                              [category_names[position[c]] for c, _, _ in chosen], [ex for _, _, ex in chosen])
+        dataset_path = DRAWINGS if in_memory else str(dataset)  # drawings.npz: relative to the stimuli directory
+        config = {"dataset": dataset_path, "categories": category_names, "per_category": per_category,
                   "practice": practice, "critic": str(critic), "canvas_size": canvas_size}
         savez_atomic(staging / "partner" / "support.npz", embeddings=support, classes=np.array(category_names),
                      meta=np.array(json.dumps({"format": SUPPORT_FORMAT, "provenance": provenance(config, seed)})))
@@ -210,11 +249,13 @@ def prepare_stimuli(dataset: str | os.PathLike, out: str | os.PathLike, *, categ
             "categories": category_names,
             "stimuli": [s.to_json() for s in stimuli],
             "practice": [s.to_json() for s in practice_entries],
-            "dataset": {"path": str(dataset), "sha256": _file_sha256(dataset),
+            "dataset": {"path": dataset_path, "in_stimuli_dir": in_memory,
+                        "sha256": _file_sha256(staging / DRAWINGS if in_memory else dataset),
                         **{k: ds.meta.get(k) for k in ("name", "split", "source", "image_size")}},
             "critic": {"source": str(critic), "kind": partner.config.get("kind"), "arch": partner.config.get("arch"),
                        "image_size": partner.image_size, "weights_sha256": partner.weights_hash,
                        "dir": str(critic_dir.relative_to(staging))},
+            "partner_check": check,
             "provenance": provenance(config, seed),
         }
         write_json_atomic(staging / MANIFEST, manifest)
@@ -225,6 +266,18 @@ def prepare_stimuli(dataset: str | os.PathLike, out: str | os.PathLike, *, categ
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def partner_check(partner, images: np.ndarray, categories: list[str], exemplar: list[bool]) -> dict:
+    """What the partner answers before anyone plays: its top-1 on the fully revealed stimuli (exemplars apart: they
+    sit on their own prototypes) and its answer on a blank canvas, i.e. before any ink is revealed. A partner
+    that names a category on a blank canvas calls every trial of that category recognized at once."""
+    correct = np.array([g.correct for g in partner.guess(images, categories)])
+    exemplar = np.asarray(exemplar, dtype=bool)
+    blank = partner.guess(np.zeros((1, *images.shape[1:]), np.uint8), [""])[0]
+    return {"fully_revealed_correct": int(correct.sum()), "stimuli": len(correct),
+            "exemplars_correct": int(correct[exemplar].sum()), "exemplars": int(exemplar.sum()),
+            "blank_canvas": {"guess": blank.category, "probability": round(blank.probability, 4)}}
 
 
 def load_stimuli(root: str | os.PathLike) -> StimulusSet:

@@ -23,12 +23,22 @@ each with an exemplar ("prototype"). This module rebuilds a dataset of that shap
 
 Images are stored as uint8 ink coverage (0-255), not binarized: the critics and models binarize at
 threshold 0.3 themselves (SPEC.md 1.2). Every parameter is recorded in each file's meta.
+
+A **split record** (`split_record`, JSON) says which sub-categories of a build are its test classes, with the
+build's settings, the SHA-256 of each source file that holds a test class and of each test class's drawings.
+drawgap ships the record of the QuickDraw-FS its QuickDraw models were trained on (`SHIPPED_SPLIT`), so that
+`rebuild_test_split` can remake that test split from the categories that hold it alone (a fraction of the
+build's time): every category keeps its own random stream (seeded by its index in the build's category list),
+so its clusters, drawings and Eq. 1 exemplars are those of the full build, and each rebuilt class is checked
+against the recorded hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -44,6 +54,10 @@ RECONSTRUCTION_NOTE = (
 BINARIZATION_NOTE = "uint8 ink coverage 0-255, not binarized; critics and models binarize at threshold 0.3 (SPEC.md 1.2)"
 EMBED_BLUR_SIGMA = 1.0  # pixels at 48 px, before pooling to 24x24
 EMBED_DIMS = 32
+SPLIT_FORMAT = "drawgap.quickdraw-fs-split/1"
+# The split of the QuickDraw-FS the shipped quickdraw-* critics and generators were trained on (455 train / 95
+# test sub-categories of 150 drawings, from the 300-category development files: ../shared/data/quickdraw).
+SHIPPED_SPLIT = Path(__file__).resolve().parent / "splits" / "quickdraw-fs-150.json"
 
 
 @dataclass
@@ -112,8 +126,7 @@ def build_quickdraw_fs(config: QuickDrawFSConfig, *, source=None, critic=None, p
                                  recognized_only=config.recognized_only, on_error=config.on_error)
     for c, (category, images) in enumerate(zip(config.categories, _progress(rendered, "categories", progress,
                                                                             len(config.categories)))):
-        rng = np.random.default_rng([config.seed, c])  # one stream per category: adding one changes no other
-        classes += split_category(category, images, config, critic, rng)
+        classes += split_category(category, images, config, critic, category_rng(config, c))
     if len(classes) < 2:
         raise InputError(
             f"kept {len(classes)} sub-categories (clusters of >= {config.min_cluster} drawings); need at least 2 "
@@ -121,6 +134,12 @@ def build_quickdraw_fs(config: QuickDrawFSConfig, *, source=None, critic=None, p
             field="min_cluster",
         )
     return _split(classes, config, source, critic)
+
+
+def category_rng(config: QuickDrawFSConfig, index: int) -> np.random.Generator:
+    """The random stream of the category at `index` in config.categories: one stream per category, so that adding
+    a category changes no other, and a category's sub-categories can be rebuilt without the others."""
+    return np.random.default_rng([config.seed, index])
 
 
 def split_category(category: str, images: np.ndarray, config: QuickDrawFSConfig, critic, rng) -> list[SubCategory]:
@@ -204,40 +223,137 @@ def kmeans(features: np.ndarray, k: int, rng, iterations: int = 30, restarts: in
 
 def _split(classes: list[SubCategory], config: QuickDrawFSConfig, source, critic) -> dict:
     from drawgap.data.exemplars import with_exemplars
-    from drawgap.data.formats import Dataset
-    from drawgap.data.quickdraw import BUCKET_URL, CITATION, LICENSE, rasterizer_config
-    from drawgap.provenance import provenance
 
     order = np.random.default_rng([config.seed, len(config.categories)]).permutation(len(classes))  # apart from the categories' streams
     n_test = min(max(1, round(len(classes) * config.test_fraction)), len(classes) - 1)
     parts = {"train": order[: len(classes) - n_test], "test": order[len(classes) - n_test :]}
+    return {split: with_exemplars(_dataset([classes[i] for i in members], config, source, split, len(classes)), critic,
+                                  critic_name=config.critic)
+            for split, members in parts.items()}
+
+
+def _dataset(chosen: list[SubCategory], config: QuickDrawFSConfig, source, split: str, n_total: int):
+    """A Dataset of sub-categories (exemplars still to be chosen), with the meta every QuickDraw-FS file carries."""
+    from drawgap.data.formats import Dataset
+    from drawgap.data.quickdraw import BUCKET_URL, CITATION, LICENSE, rasterizer_config
+    from drawgap.provenance import provenance
+
     record = {**asdict(config), "rasterizer": rasterizer_config()}
-    out = {}
-    for split, members in parts.items():
-        chosen = [classes[i] for i in members]
-        meta = {
-            "name": "quickdraw-fs",
-            "split": split,
-            "reconstruction": True,
-            "note": RECONSTRUCTION_NOTE,
-            "binarization": BINARIZATION_NOTE,
-            "source": os.fspath(source) if source is not None else BUCKET_URL,
-            "license": LICENSE,
-            "citation": CITATION,
-            "image_size": config.image_size,
-            "sub_categories": [{"class": s.name, "category": s.category, "cluster_size": s.cluster_size} for s in chosen],
-            "n_sub_categories_total": len(classes),
-            "provenance": provenance(record, config.seed),
-        }
-        ds = Dataset(
-            images=np.concatenate([s.images for s in chosen]),
-            labels=np.repeat(np.arange(len(chosen), dtype=np.int64), [len(s.images) for s in chosen]),
-            classes=np.array([s.name for s in chosen]),
-            exemplars=np.zeros(len(chosen), np.int64),
-            meta=meta,
-        )
-        out[split] = with_exemplars(ds, critic, critic_name=config.critic)
-    return out
+    meta = {
+        "name": "quickdraw-fs",
+        "split": split,
+        "reconstruction": True,
+        "note": RECONSTRUCTION_NOTE,
+        "binarization": BINARIZATION_NOTE,
+        "source": os.fspath(source) if source is not None else BUCKET_URL,
+        "license": LICENSE,
+        "citation": CITATION,
+        "image_size": config.image_size,
+        "sub_categories": [{"class": s.name, "category": s.category, "cluster_size": s.cluster_size} for s in chosen],
+        "n_sub_categories_total": n_total,
+        "provenance": provenance(record, config.seed),
+    }
+    return Dataset(
+        images=np.concatenate([s.images for s in chosen]),
+        labels=np.repeat(np.arange(len(chosen), dtype=np.int64), [len(s.images) for s in chosen]),
+        classes=np.array([s.name for s in chosen]),
+        exemplars=np.zeros(len(chosen), np.int64),
+        meta=meta,
+    )
+
+
+# ------------------------------------------------------------------------------------------ split records
+
+
+def class_sha256(images: np.ndarray) -> str:
+    """SHA-256 of a class's drawings (uint8 [n, S, S], C order): what a rebuilt class is checked against."""
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def split_record(test, source, build_command: str | None = None) -> dict:
+    """The split record of a QuickDraw-FS build (see the module doc) from its test Dataset and the folder of
+    ndjson files it was built from."""
+    from drawgap.data.quickdraw import fetch_category
+    from drawgap.weights import file_sha256
+
+    prov = test.meta.get("provenance") or {}
+    config = {k: v for k, v in (prov.get("config") or {}).items() if k != "rasterizer"}
+    if test.meta.get("name") != "quickdraw-fs" or test.meta.get("split") != "test" or "categories" not in config:
+        raise InputError("expected the test.npz of a `drawgap data quickdraw-fs` build (its meta records the build)",
+                         field="meta")
+    QuickDrawFSConfig(**config).check()
+    categories = sorted({s["category"] for s in test.meta["sub_categories"]}, key=config["categories"].index)
+    classes = []
+    for c, name in enumerate(test.classes):
+        members = np.flatnonzero(test.labels == c)
+        classes.append({"class": str(name), "sha256": class_sha256(test.images[members]),
+                        "exemplar": int(np.flatnonzero(members == test.exemplars[c])[0])})
+    return {
+        "format": SPLIT_FORMAT,
+        "config": config,
+        "rasterizer": (prov.get("config") or {}).get("rasterizer"),
+        "exemplars": test.meta.get("exemplars"),
+        "n_sub_categories_total": test.meta.get("n_sub_categories_total"),
+        "build_command": build_command or prov.get("command"),
+        "test_classes": classes,
+        "files": {category: file_sha256(fetch_category(category, "simplified", source=source, progress=False))
+                  for category in categories},
+    }
+
+
+def read_split_record(path: str | os.PathLike = SHIPPED_SPLIT) -> dict:
+    from drawgap.weights import read_record
+
+    record = read_record(path, SPLIT_FORMAT)
+    for key in ("config", "test_classes", "files"):
+        if key not in record:
+            raise InputError("missing field", path=path, field=key)
+    return record
+
+
+def rebuild_test_split(record: dict, source, *, critic=None, progress: bool = True, workers: int = 1):
+    """The test split of a split record, rebuilt from the categories that hold its classes: the same classes,
+    drawings and exemplars as the full build. Each source file is checked against the recorded SHA-256 before
+    any work, and each rebuilt class against its recorded hash after; a difference is an `InputError`."""
+    from drawgap.data.exemplars import with_exemplars
+    from drawgap.data.quickdraw import _progress, fetch_category, render_categories
+    from drawgap.weights import file_sha256
+
+    config = QuickDrawFSConfig(**record["config"]).check()
+    if config.critic is not None and critic is None:
+        from drawgap.data.exemplars import load_feature_critic
+
+        critic = load_feature_critic(config.critic)
+    wanted = [c["class"] for c in record["test_classes"]]
+    categories = list(record["files"])
+    for category, expected in record["files"].items():
+        path = fetch_category(category, "simplified", source=source, progress=progress)
+        if file_sha256(path) != expected:
+            raise InputError(f"expected the file this QuickDraw-FS split was built from (sha256 {expected}), got other "
+                             "drawings: its test classes cannot be rebuilt from them", path=path)
+    rendered = render_categories(categories, workers=workers, progress=progress, source=source, size=config.image_size,
+                                 max_per_category=config.max_per_category, recognized_only=config.recognized_only,
+                                 on_error=config.on_error)
+    found = {}
+    for category, images in zip(categories, _progress(rendered, "categories", progress, len(categories))):
+        rng = category_rng(config, config.categories.index(category))
+        found.update((s.name, s) for s in split_category(category, images, config, critic, rng))
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise InputError(f"the rebuild kept no sub-category {missing[0]!r} ({len(missing)} of {len(wanted)} test classes "
+                         "missing)", field="test_classes")
+    ds = _dataset([found[name] for name in wanted], config, source, "test", record.get("n_sub_categories_total") or 0)
+    ds = with_exemplars(ds, critic, critic_name=config.critic)
+    ds.meta["rebuilt_from_split"] = {"categories": len(categories), "classes": len(wanted),
+                                     "build_command": record.get("build_command")}
+    differ = [c["class"] for k, c in enumerate(record["test_classes"])
+              if class_sha256(ds.images_of(k)) != c["sha256"]
+              or int(np.flatnonzero(np.flatnonzero(ds.labels == k) == ds.exemplars[k])[0]) != c["exemplar"]]
+    if differ:
+        raise InputError(f"{len(differ)} of {len(wanted)} rebuilt test classes differ from the split record (first: "
+                         f"{differ[0]!r}): this install does not reproduce the build (numpy / scipy versions?); "
+                         "build QuickDraw-FS in full with `drawgap data quickdraw-fs`", field="test_classes")
+    return ds
 
 
 def write_sub_category_preview(splits: dict, categories: Sequence[str], path: str | os.PathLike, per_class: int = 10):

@@ -3,7 +3,9 @@
 Stages, each with a progress display, each writing its files under OUT so that any stage can be re-run
 alone with the CLI command recorded for it in OUT/demo.json (and shown in the report):
 
-1. data        OUT/data/train.npz, test.npz (built-in strokes, or Omniglot's weak split from --source),
+1. data        OUT/data/train.npz, test.npz (built-in strokes, or Omniglot's weak split from --source; for
+               quickdraw only test.npz: the QuickDraw-FS test split of the shipped QuickDraw models, rebuilt from
+               the categories of --source that hold its classes, see `quickdraw_test_split`),
                OUT/data/human.npz: the human drawings of the evaluated test classes, as a samples file;
 2. generators  OUT/generators/<family>/: every generator drawgap ships for the dataset (`drawgap.shipped`,
                named `<data>-<family>`: ddpm, cfgdm and the baselines where shipped), copied; ddpm and cfgdm
@@ -45,7 +47,8 @@ from drawgap.options import cli_command
 from drawgap.provenance import provenance
 
 DEMO_FORMAT = "drawgap.demo/1"
-DATASETS = ("strokes", "omniglot")
+DATASETS = ("strokes", "omniglot", "quickdraw")
+DATA_VERBS = {"strokes": "strokes", "omniglot": "omniglot", "quickdraw": "quickdraw-fs"}  # `drawgap data VERB` of each
 TRAINED_GENERATORS = ("ddpm", "cfgdm")  # trained here with --train, or when drawgap ships none for the dataset
 GUIDANCE = (0.0, 0.5, 1.0, 2.0)
 SHIPPED_GENERATORS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -81,7 +84,7 @@ INK_OPTIONS = {"resolution": 48, "threshold": 0.5, "dilate": 1}
 class DemoConfig:
     out: Path
     data: str = "strokes"
-    source: Path | None = None  # Omniglot archives (a folder or the zips); None downloads them
+    source: Path | None = None  # Omniglot archives (a folder or the zips; None downloads them), or Quick, Draw! ndjson files
     train: bool = False  # train the generators here instead of loading the shipped ones
     budget: float = 10.0  # minutes of training, all generators together (with --train)
     train_steps: int | None = None  # optimizer steps per generator (instead of the budget's estimate)
@@ -98,8 +101,16 @@ class DemoConfig:
     def check(self) -> "DemoConfig":
         if self.data not in DATASETS:
             raise InputError(f"expected one of {', '.join(DATASETS)}, got {self.data!r}", field="--data")
-        if self.source is not None and self.data != "omniglot":
-            raise InputError("--source gives the Omniglot archives; add --data omniglot", field="--source")
+        if self.source is not None and self.data == "strokes":
+            raise InputError("--source gives the Omniglot archives or the Quick, Draw! files; add --data omniglot or "
+                             "--data quickdraw", field="--source")
+        if self.data == "quickdraw" and self.source is None:
+            raise InputError("--data quickdraw needs --source: the folder of <category>.ndjson files the shipped "
+                             "QuickDraw models' QuickDraw-FS was built from", field="--source")
+        if self.data == "quickdraw" and self.train:
+            raise InputError("the quickdraw demo evaluates the shipped QuickDraw generators and builds only the test "
+                             "split; to train, build QuickDraw-FS with `drawgap data quickdraw-fs` and use `drawgap "
+                             "train`", field="--train")
         if not self.budget > 0:
             raise InputError(f"expected a positive number of minutes, got {self.budget}", field="--budget")
         for name, low in (("classes", 0), ("per_exemplar", 2), ("sampler_steps", 1), ("queries", 1), ("bootstrap", 1),
@@ -210,6 +221,8 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
             # the default dataset: the one the shipped critics and generators were trained on
             splits = build_strokes(StrokesConfig())
             record.commands.append(cli_command(["data", "strokes"], out=data_dir))
+        elif cfg.data == "quickdraw":
+            splits = {"test": quickdraw_test_split(cfg, record, data_dir)}
         else:
             from drawgap.data.omniglot import build_omniglot
 
@@ -234,14 +247,46 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
                                           cfg.seed)
     paths["human"] = write_samples(human, data_dir / "human.npz")
     record.commands.append(f"# human.npz: the first {n_classes} classes x {cfg.per_exemplar} drawings of "
-                           f"`drawgap data {cfg.data} ... --as-samples`'s test_samples.npz (the exemplar among them where it is one "
+                           f"`drawgap data {DATA_VERBS[cfg.data]} ... --as-samples`'s test_samples.npz (the exemplar among them where it is one "
                            f"of the first {cfg.per_exemplar}: {human.meta['exemplar_rows']} of {n_classes} classes)")
-    console.print(f"{cfg.data}: {splits['train'].n_classes} train classes, {test.n_classes} test classes; "
+    n_train = splits["train"].n_classes if "train" in splits else test.meta["n_sub_categories_total"] - test.n_classes
+    built = "" if "train" in splits else f" (not built: the shipped models' training split; the test classes were " \
+        f"rebuilt from {test.meta['rebuilt_from_split']['categories']} categories)"
+    console.print(f"{cfg.data}: {n_train} train classes{built}, {test.n_classes} test classes; "
                   f"human reference: {n_classes} classes x {cfg.per_exemplar} drawings")
     return paths
 
 
-def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, train_data: Path) -> dict[str, Path]:
+def quickdraw_test_split(cfg: DemoConfig, record: DemoRecord, data_dir: Path):
+    """The QuickDraw-FS test split the shipped QuickDraw models were validated on, rebuilt from the categories of
+    --source that hold its classes (its split record ships with drawgap): the classes, drawings and exemplars of
+    the full build, each class checked against the record. The full build (every category, minutes more) would
+    also make the training split, which the demo does not use; its command is recorded as the way to remake
+    test.npz."""
+    from drawgap.data.quickdraw_fs import SHIPPED_SPLIT, QuickDrawFSConfig, read_split_record, rebuild_test_split
+
+    split = read_split_record(SHIPPED_SPLIT)
+    test = rebuild_test_split(split, cfg.source, progress=False, workers=2)
+    c = split["config"]
+    default = QuickDrawFSConfig(categories=[])
+    # the build's settings that the CLI takes, where they differ from its defaults (a float default such as the
+    # test fraction 115/665 is left to the CLI rather than printed rounded)
+    given = {option: c[key] for option, key in (("min_cluster", "min_cluster"), ("clusters_per_category", "clusters_per_category"),
+                                                ("selection", "selection"), ("test_fraction", "test_fraction"),
+                                                ("size", "image_size"), ("max_per_category", "max_per_category"),
+                                                ("recognized_only", "recognized_only"), ("on_error", "on_error"),
+                                                ("critic", "critic"))
+             if c[key] != getattr(default, key)}
+    record.commands.append(cli_command(["data", "quickdraw-fs"], categories=",".join(c["categories"]), source=cfg.source,
+                                       **given, seed=c["seed"], out=data_dir))
+    record.commands.append(f"# test.npz: the test split of the command above (which also writes train.npz), rebuilt from "
+                           f"the {len(split['files'])} categories that hold its {len(split['test_classes'])} classes and "
+                           f"checked class by class against drawgap's record of the shipped models' split "
+                           f"({SHIPPED_SPLIT.name})")
+    return test
+
+
+def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, train_data: Path | None) -> dict[str, Path]:
     """Stage 2: a run directory per generator in OUT/generators: the shipped one copied, or one trained here."""
     from drawgap.models.training import run_training
 
@@ -268,6 +313,9 @@ def prepare_generators(cfg: DemoConfig, record: DemoRecord, console: Console, tr
         record.commands.append(f"cp -r {_q(shipped)} {_q(run_dir)}")
         console.print(f"{name}: shipped generator {cfg.data}-{name}")
         runs[name] = run_dir
+    if to_train and train_data is None:
+        raise InputError(f"drawgap ships no {cfg.data}-{to_train[0][0]} generator and the {cfg.data} demo builds no "
+                         "training split to train one", field="--data")
     if to_train:
         minutes = cfg.budget / len(to_train)
         with _progress(console) as bar:
@@ -460,6 +508,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     """Run every stage into cfg.out; return the report's path."""
     cfg.check()
     critics = load_critics(cfg.data)
+    if cfg.data == "quickdraw":  # no training split to fall back on: the shipped generators must be there
+        # those it would otherwise train: ddpm and cfgdm, or every --generators one (other listed families that
+        # are not installed are left out with a note, as for every dataset)
+        required = demo_generators(cfg) if cfg.generators is not None else TRAINED_GENERATORS
+        missing = [f"{cfg.data}-{name}" for name in required if shipped_generator(cfg.data, name) is None]
+        if missing:
+            raise InputError(f"drawgap ships no {', '.join(missing)} generator (installed in {SHIPPED_GENERATORS_DIR}); "
+                             "the quickdraw demo evaluates the shipped QuickDraw models", field="--data")
     console = console or Console(stderr=False)
     cfg.out.mkdir(parents=True, exist_ok=True)
     record = DemoRecord(config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()})
@@ -468,7 +524,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
         data = build_data(cfg, record, console)
         stage.outputs += list(data.values())
     with _Stage(record, cfg.out, console, "generators", 2, total) as stage:
-        runs = prepare_generators(cfg, record, console, data["train"])
+        runs = prepare_generators(cfg, record, console, data.get("train"))
         stage.outputs += list(runs.values())
     with _Stage(record, cfg.out, console, "sample", 3, total) as stage:
         samples = sample_generators(cfg, record, console, runs, data["test"])
