@@ -149,7 +149,7 @@ def test_categories_all_means_every_category_file_in_source(source, cli, tmp_pat
     every = cli("data", "quickdraw-fs", "--categories", "all", "--source", src, "--out", tmp_path / "all",
                 "--min-cluster", 50, "--seed", 3)
     assert named.code == 0 and every.code == 0, (named, every)
-    for split in ("train", "test"):  # 'all' is the sorted list of the folder's categories
+    for split in ("train", "test"):  # 'all' is the folder's categories in file-name order
         a, b = read_dataset(tmp_path / "named" / f"{split}.npz"), read_dataset(tmp_path / "all" / f"{split}.npz")
         assert a.content_sha256() == b.content_sha256()
     assert read_dataset(tmp_path / "all" / "train.npz").meta["provenance"]["config"]["categories"] == ["pointy", "round things"]
@@ -239,3 +239,14 @@ def test_shipped_split_record_names_the_shipped_models_test_classes():
     assert len(record["test_classes"]) == 95 and record["n_sub_categories_total"] == 550 and len(record["files"]) == 86
     assert {c["class"].rsplit("/", 1)[0] for c in record["test_classes"]} == set(record["files"])
     assert all(len(c["sha256"]) == 64 and 0 <= c["exemplar"] < 150 for c in record["test_classes"])
+
+
+def test_categories_all_is_in_file_name_order(tmp_path):
+    """'all' lists the folder's files in file-name order ("baseball bat.ndjson" before "baseball.ndjson", where name
+    order would put "baseball" first): the order the shipped QuickDraw models' split was built in, and each
+    category's random stream depends on its position."""
+    from drawgap.data.quickdraw import categories_in
+
+    for name in ("baseball.ndjson", "baseball bat.ndjson", "apple.ndjson", "full_simplified_bat.ndjson"):
+        (tmp_path / name).write_text("")
+    assert categories_in(tmp_path) == ["apple", "baseball bat", "baseball", "bat"]

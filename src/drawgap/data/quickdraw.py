@@ -684,19 +684,23 @@ def rasterizer_config() -> dict:
 
 def categories_in(source: str | os.PathLike, kind: str = "simplified") -> list[str]:
     """Every category with a file in the folder `source` (`<category>.ndjson` or the official
-    `full_simplified_<category>.ndjson`; `.npy` for bitmaps), sorted: what `--categories all` means."""
+    `full_simplified_<category>.ndjson`; `.npy` for bitmaps), in file-name order: what `--categories all` means.
+
+    File-name order, not name order ("baseball bat.ndjson" sorts before "baseball.ndjson"): QuickDraw-FS draws
+    each category's random stream from its position, and the shipped QuickDraw models' split
+    (data/splits/quickdraw-fs-150.json) was built over the files in this order."""
     folder, ext, console_prefix = _kind(kind)
     source = Path(source)
     if not source.is_dir():
         raise InputError("expected a folder of Quick, Draw! files", path=source)
-    names = set()
+    by_file = {}
     for f in source.iterdir():
         if f.is_file() and f.name.endswith(ext):
             stem = f.name[: -len(ext)]
-            names.add(urllib.parse.unquote(stem[len(console_prefix):] if stem.startswith(console_prefix) else stem))
-    if not names:
+            by_file[f.name] = urllib.parse.unquote(stem[len(console_prefix):] if stem.startswith(console_prefix) else stem)
+    if not by_file:
         raise InputError(f"no *{ext} files: expected one per category", path=source)
-    return sorted(names)
+    return list(dict.fromkeys(by_file[name] for name in sorted(by_file)))
 
 
 def _check_categories(categories: Sequence[str]) -> None:
