@@ -173,6 +173,36 @@ def test_save_load_round_trip_keeps_weights_buffers_and_drawings(tmp_path):
     assert torch.equal(g.sample(exemplars, 3, seed=4), back.sample(exemplars, 3, seed=4))
 
 
+def test_a_shipping_export_keeps_the_generator_only_in_float16_and_draws_the_same(tmp_path):
+    """export_for_shipping: no critic tensors, float16 storage, the record marked and hashed; it loads and draws
+    what the run's weights rounded to float16 draw; a sampling copy with generator tensors missing is refused."""
+    from safetensors.torch import load_file
+
+    from drawgap.models.registry import export_for_shipping
+
+    g = tiny("dagan-un", seed=3)
+    g.save(tmp_path / "run")
+    export_for_shipping(tmp_path / "run", tmp_path / "ship")
+    tensors = load_file(str(tmp_path / "ship" / "weights.safetensors"))
+    assert tensors and not any(k.startswith("critic.") for k in tensors)
+    assert all(v.dtype == torch.float16 for v in tensors.values() if v.is_floating_point())
+    record = json.loads((tmp_path / "ship" / "generator.json").read_text())
+    assert record["weights_content"] == "sampling" and record["weights_storage"] == "float16"
+    shipped = load_generator(tmp_path / "ship")
+    rounded = tiny("dagan-un", seed=3)
+    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in g.state_dict().items()})
+    exemplars = torch.rand(2, 1, 8, 8)
+    assert torch.equal(shipped.sample(exemplars, 3, seed=4), rounded.sample(exemplars, 3, seed=4))
+    full = load_file(str(tmp_path / "run" / "weights.safetensors"))
+    assert any(k.startswith("critic.") for k in full)  # the run keeps its critic: it is what training resumes from
+    from safetensors.torch import save_file  # a generator tensor missing from a sampling copy is still an error
+    save_file({k: v for k, v in tensors.items() if not k.startswith("generator.")}, str(tmp_path / "ship" / "weights.safetensors"))
+    record.pop("weights_sha256")
+    (tmp_path / "ship" / "generator.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="missing 'generator"):
+        load_generator(tmp_path / "ship")
+
+
 # ------------------------------------------------------------------------------------- sampling
 
 

@@ -60,10 +60,11 @@ def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu", ex
     return state
 
 
-def load_weights(module: nn.Module, state: dict, path: str | os.PathLike) -> nn.Module:
+def load_weights(module: nn.Module, state: dict, path: str | os.PathLike, optional_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Load `state` into `module`, naming the first missing, unexpected or mis-shaped tensor otherwise
-    (load_state_dict's own message is many lines)."""
-    expected = module.state_dict()
+    (load_state_dict's own message is many lines). Tensors under `optional_prefixes` may be missing (a shipped
+    GAN without its critic); they keep their initial values."""
+    expected = {k: v for k, v in module.state_dict().items() if k in state or not k.startswith(optional_prefixes)}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -75,7 +76,7 @@ def load_weights(module: nn.Module, state: dict, path: str | os.PathLike) -> nn.
     for k, v in expected.items():
         if tuple(state[k].shape) != tuple(v.shape):
             raise InputError(f"weights do not match the config: {k} has shape {list(state[k].shape)}, expected {list(v.shape)}", path=path)
-    module.load_state_dict(state)
+    module.load_state_dict(state, strict=not optional_prefixes)
     return module
 
 

@@ -77,6 +77,8 @@ class Generator(nn.Module, ABC):
     find_unused_parameters: ClassVar[bool] = False
     #: the options `drawgap sample` may pass to `sample`, with their defaults there
     sampling_defaults: ClassVar[dict] = {}
+    #: state-dict prefixes only training needs (a GAN's critic): `export` leaves them out of a shipped copy
+    training_only_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -189,6 +191,33 @@ class Generator(nn.Module, ABC):
         write_json_atomic(directory / CONFIG_FILE, record)
         return directory
 
+    def export(self, directory: str | os.PathLike, record: dict, float16: bool = True) -> Path:
+        """A copy to sample from, for shipping: the weights without `training_only_prefixes` (a GAN's critic),
+        as float16 with `float16` (they load into float32 modules; half the size), and `record` (the run's
+        generator.json) marked so, with the new weights' sha256. Such a copy samples exactly as the run's weights
+        rounded to float16 do; it cannot be trained on (`drawgap train --resume` reads checkpoints, never this)."""
+        from safetensors.torch import save_file
+
+        from drawgap.io import atomic_path
+        from drawgap.weights import file_sha256
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu") for k, v in self.state_dict().items()
+                 if not k.startswith(self.training_only_prefixes)}
+        if float16:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                      metadata={"format": GENERATOR_FORMAT, "generator": self.name})
+        out = {key: value for key, value in record.items() if key not in ("weights_sha256", "weights_storage", "weights_content")}
+        out["weights_sha256"] = file_sha256(directory / WEIGHTS_FILE)
+        out["weights_storage"] = "float16" if float16 else "float32"
+        if self.training_only_prefixes:
+            out["weights_content"] = "sampling"  # the training-only tensors are left out
+        write_json_atomic(directory / CONFIG_FILE, out)
+        return directory
+
     @classmethod
     def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Generator":
         """Rebuild a generator from a directory written by `save`; InputError on missing or mismatched files
@@ -204,7 +233,8 @@ class Generator(nn.Module, ABC):
         weights = directory / WEIGHTS_FILE
         state = read_weights(weights, map_location, record.get("weights_sha256"), CONFIG_FILE,
                              missing="no such file (the run directory holds no trained weights)")
-        load_weights(model, state, weights)
+        optional = cls.training_only_prefixes if record.get("weights_content") == "sampling" else ()
+        load_weights(model, state, weights, optional_prefixes=optional)
         return model.to(map_location).eval()
 
 

@@ -217,6 +217,7 @@ class DAGAN(Generator):
     Options = DAGANOptions
     class_keys = ("images", "exemplars")
     find_unused_parameters = True  # a critic step leaves the generator without gradients
+    training_only_prefixes = ("critic.",)  # a shipped DA-GAN samples with its generator alone
     skips: bool = True
     default_inner_layers: int = 3
 

@@ -17,11 +17,13 @@ import importlib
 import json
 import os
 import pkgutil
+import shutil
 from pathlib import Path
 
 import torch
 
 from drawgap.errors import InputError
+from drawgap.io import atomic_path
 from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE, Generator, read_generator_record
 from drawgap.shipped import shipped_names
 from drawgap.weights import file_sha256, install_directory, resolve_directory
@@ -111,8 +113,9 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
         raise InputError(f"expected a shipped name ({', '.join(SHIPPED)}), got {name!r}", field="name")
     run_dir = Path(run_dir)
     generator = load_generator(run_dir)  # checks the weights against the record
-    if generator.name != name.rsplit("-", 1)[-1]:
-        raise InputError(f"expected a {name.rsplit('-', 1)[-1]} run for {name!r}, got {generator.name}",
+    family = name.split("-", 1)[-1]  # <data>-<family>: the family may hold a hyphen (vae-stn, dagan-un)
+    if generator.name != family:
+        raise InputError(f"expected a {family} run for {name!r}, got {generator.name}",
                          path=run_dir / CONFIG_FILE, field="generator")
     weights = run_dir / WEIGHTS_FILE
     megabytes = weights.stat().st_size / 1e6
@@ -124,6 +127,17 @@ def install_generator(run_dir: str | os.PathLike, name: str, metrics: list[str |
     dest = install_directory(run_dir, shipped_dir(name), (WEIGHTS_FILE, CONFIG_FILE, "train.json"),
                              generator_notes(name, record, train, file_sha256(weights), evaluated, notes))
     assert sum(p.numel() for p in load_generator(name).parameters()) == sum(p.numel() for p in generator.parameters())
+    return dest
+
+
+def export_for_shipping(run_dir: str | os.PathLike, dest: str | os.PathLike, float16: bool = True) -> Path:
+    """A run directory's copy to ship (`Generator.export`: float16, without training-only tensors such as a
+    GAN's critic), with its train.json; evaluate this copy, then `install_generator` it."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    generator_class(read_generator_record(run_dir)["generator"]).load(run_dir).export(dest, read_generator_record(run_dir), float16)
+    if (run_dir / "train.json").is_file():
+        with atomic_path(dest / "train.json") as tmp:
+            shutil.copyfile(run_dir / "train.json", tmp)
     return dest
 
 
