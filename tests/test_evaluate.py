@@ -143,6 +143,26 @@ def test_cli_compare_table_and_figure(cli, three_systems, tmp_path):
     assert f"{expected['model-b']:.3f}" in lines[4]
 
 
+def test_cli_compare_draws_the_papers_points_beside_the_systems(cli, three_systems, tmp_path):
+    """--paper omniglot adds ICML Fig. 2's eight points (hollow, labelled) to the plane; a dataset without
+    points, or --paper without a figure, is one line and exit 2 with nothing written."""
+    from drawgap.report.figures import plot_diversity_recognizability
+    from drawgap.report.paper_points import PAPER_POINTS
+
+    files = [write_metrics(m, tmp_path / f"{m['system']}.json") for m in three_systems]
+    r = cli("compare", *files, "--out", tmp_path / "p.png", "--paper", "omniglot")
+    assert r.code == 0 and "with the paper's omniglot points" in r.out, r
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = plot_diversity_recognizability(compare([read_metrics(f) for f in files])["systems"], paper=PAPER_POINTS["omniglot"]).axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert "paper DA-GAN-UN" in labels and len(labels) == 8
+    drawn = {tuple(np.round(line.get_xydata()[0], 3)) for line in ax.lines if len(line.get_xydata())}
+    assert (0.092, 88.4) in drawn and (0.39, 97.6) in drawn  # DA-GAN-UN and the paper's humans, where the paper puts them
+    bad = cli("compare", *files, "--out", tmp_path / "q.png", "--paper", "mnist")
+    assert bad.code == 2 and "--paper" in bad.err and "omniglot, quickdraw" in bad.err and not (tmp_path / "q.png").exists()
+    assert cli("compare", *files, "--paper", "omniglot").code == 2
+
+
 def _raw_samples(path, samples, exemplars):
     meta = np.array(json.dumps({"format": "drawgap.samples/1", "generator": "raw"}))
     np.savez(path, samples=samples, exemplars=exemplars, classes=np.array([f"c{i}" for i in range(len(samples))]), meta=meta)

@@ -381,11 +381,17 @@ def compare_cmd(
     out: Optional[Path] = typer.Option(None, "--out", callback=_writable_file, help="Figure to write (.png, .pdf, .svg): diversity-recognizability plane and generalization curves."),
     human: Optional[str] = typer.Option(None, "--human", help="Name of the human reference (default: the system whose generator is 'human')."),
     names: Optional[str] = typer.Option(None, "--names", help="Comma-separated display names, one per file (default: each file's system)."),
+    paper: Optional[str] = typer.Option(None, "--paper", help="Also draw the paper's points (ICML Fig. 2) of this dataset on the plane: omniglot or quickdraw."),
 ) -> None:
     """Table of all systems with distance to human z-scored over them, and the comparison figure."""
     from drawgap.metrics.comparison import compare, format_table
     from drawgap.metrics.metrics_file import read_metrics
 
+    from drawgap.report.paper_points import paper_points
+
+    reference = None if paper is None else paper_points(paper)  # checked before any file is read
+    if paper is not None and out is None:
+        raise InputError("the paper's points are drawn on the figure; add --out FILE", field="--paper")
     loaded = [read_metrics(p) for p in metrics]
     with _metric_warnings_to_stderr():
         result = compare(loaded, names=None if names is None else [n.strip() for n in names.split(",")], human=human)
@@ -393,8 +399,8 @@ def compare_cmd(
     if out is not None:
         from drawgap.report.figures import plot_comparison, save_figure
 
-        path = save_figure(plot_comparison(result["systems"]), out)
-        _echo_written("figure", path, f"{len(loaded)} systems")
+        path = save_figure(plot_comparison(result["systems"], paper=reference), out)
+        _echo_written("figure", path, f"{len(loaded)} systems" + ("" if paper is None else f", with the paper's {paper} points"))
 
 
 # ----------------------------------------------------------------------------------------------- clickme

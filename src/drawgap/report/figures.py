@@ -43,11 +43,18 @@ def _error(value: float, ci) -> list[list[float]] | None:
     return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
 
 
-def plot_diversity_recognizability(systems, ax: Axes | None = None) -> Figure:
+def plot_diversity_recognizability(systems, ax: Axes | None = None, paper: dict | None = None) -> Figure:
     """The diversity-recognizability plane (ICML Fig. 2): one point per system, 95 % intervals as error
-    bars, humans as a black star."""
+    bars, humans as a black star; `paper` ({name: (diversity, recognizability)}, `report.paper_points`) adds the
+    paper's points as hollow grey markers, each labelled."""
     fig, ax = _axes(ax)
     colors = _colors(systems)
+    for name, (x, y) in (paper or {}).items():
+        ax.plot(x, y, linestyle="none", marker="*" if name == "human" else "D", markersize=9 if name == "human" else 6,
+                markerfacecolor="none", markeredgecolor="0.45", zorder=1)
+        ax.annotate(f"paper {name}", (x, y), xytext=(4, -9), textcoords="offset points", fontsize=6, color="0.4")
+    if paper:
+        ax.plot([], [], linestyle="none", marker="D", markerfacecolor="none", markeredgecolor="0.45", label="the paper's points")
     for s in systems:
         x, y, ci = s["diversity"], s["recognizability"], s.get("ci95") or {}
         style = HUMAN_STYLE if s.get("is_human") else {"color": colors[s["name"]], "marker": "o", "markersize": 7}
@@ -87,11 +94,11 @@ def plot_generalization_curves(systems, ax: Axes | None = None) -> Figure:
     return fig
 
 
-def plot_comparison(systems) -> Figure:
+def plot_comparison(systems, paper: dict | None = None) -> Figure:
     """Both panels side by side: the diversity-recognizability plane and the generalization curves."""
     fig = Figure(figsize=(10.5, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2)
-    plot_diversity_recognizability(systems, ax=left)
+    plot_diversity_recognizability(systems, ax=left, paper=paper)
     plot_generalization_curves(systems, ax=right)
     return fig
 
