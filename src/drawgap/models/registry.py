@@ -182,7 +182,8 @@ def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
             ci = m.get("ci95") or {}
             rec, div = ci.get("recognizability") or [None, None], ci.get("diversity") or [None, None]
             fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            lines.append(f"| `{path.name}` | {fmt(params.get('guidance'), 'g')} | {params.get('sampler')} x{params.get('steps')} | "
+            sampler = "-" if params.get("sampler") is None else f"{params['sampler']} x{params.get('steps')}"
+            lines.append(f"| `{path.name}` | {fmt(params.get('guidance'), 'g')} | {sampler} | "
                          f"{fmt(m.get('recognizability'), '.1f')} [{fmt(rec[0], '.1f')}, {fmt(rec[1], '.1f')}] | "
                          f"{fmt(m.get('diversity'), '.3f')} [{fmt(div[0], '.3f')}, {fmt(div[1], '.3f')}] | "
                          f"{_critics_used(m)} |")
