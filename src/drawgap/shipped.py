@@ -39,7 +39,6 @@ SHIPPED: dict[str, Shipped] = {
     "quickdraw-protonet": Shipped("critic", "ProtoNet one-shot classifier of QuickDraw-FS drawings (ResNet, 48 px): recognizability"),
     "quickdraw-ddpm": Shipped("generator", "DDPM conditioned on the exemplar, QuickDraw-FS from real Quick, Draw! (48 px)"),
     "quickdraw-cfgdm": Shipped("generator", "CFGDM (classifier-free guidance), QuickDraw-FS from real Quick, Draw! (48 px)"),
-    "quickdraw-fsdm": Shipped("generator", "FSDM (few-shot diffusion, set-conditioned), QuickDraw-FS from real Quick, Draw! (48 px)"),
     "omniglot-fsdm": Shipped("generator", "FSDM (few-shot diffusion, set-conditioned), Omniglot weak split (48 px)"),
     "strokes-simclr": Shipped("critic", "SimCLR features of the built-in strokes dataset (48 px)"),
     "strokes-protonet": Shipped("critic", "ProtoNet one-shot classifier of the built-in strokes dataset (48 px)"),
