@@ -67,6 +67,8 @@ class Generator(nn.Module, ABC):
 
     #: registry name, also written to `generator.json` and to samples files' meta
     name: ClassVar[str] = ""
+    #: how reports and figures name the family (the papers' spelling); default: the name in capitals
+    display_name: ClassVar[str] = ""
     #: batch keys that hold drawings of one class; `--augment-class` transforms them together
     class_keys: ClassVar[tuple[str, ...]] = ()
     #: the family's `drawgap train` options (a dataclass of `drawgap.options.option` fields)

@@ -310,6 +310,7 @@ class DAGANUNet(DAGAN):
     """DA-GAN-UN: the U-Net generator, 3 convs per dense block (SPEC.md 2.6)."""
 
     name = "dagan-un"
+    display_name = "DA-GAN-UN"
     skips = True
     default_inner_layers = 3
 
@@ -318,5 +319,6 @@ class DAGANResNet(DAGAN):
     """DA-GAN-RN: the same generator without the U-Net skips, 2 convs per dense block (SPEC.md 2.6)."""
 
     name = "dagan-rn"
+    display_name = "DA-GAN-RN"
     skips = False
     default_inner_layers = 2

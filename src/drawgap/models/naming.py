@@ -43,3 +43,16 @@ def system_name(meta: dict | None) -> str | None:
     if sampler is not None and (sampler != DEFAULT_SAMPLER or steps not in (None, DEFAULT_STEPS)):
         name += f" ({sampler}" + ("" if steps is None else f", {steps} steps") + ")"
     return name
+
+
+def display_name(generator: str) -> str | None:
+    """How reports name a generator family: its declared `display_name` (DDPM, VAE-STN, DA-GAN-UN, ...); None
+    for a family this installation does not know."""
+    from drawgap.errors import InputError
+    from drawgap.models.registry import generator_class
+
+    try:
+        family = generator_class(generator)
+    except InputError:
+        return None
+    return family.display_name or family.name.upper()

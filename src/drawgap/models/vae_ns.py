@@ -152,6 +152,7 @@ class VAENS(Generator):
     """The Neural Statistician: a set's statistic c, per-drawing z, Bernoulli decoder."""
 
     name = "vae-ns"
+    display_name = "VAE-NS"
     class_keys = ("sets",)
     Options = VAENSOptions
 

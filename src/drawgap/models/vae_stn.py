@@ -85,6 +85,7 @@ class VAESTN(Generator):
     """Sequential VAE with STN read/write attention, the exemplar read at every step."""
 
     name = "vae-stn"
+    display_name = "VAE-STN"
     class_keys = ("images", "exemplars")
     Options = VAESTNOptions
 

@@ -67,7 +67,7 @@ def originality_reach(curve: Mapping) -> float:
 def guidance_sweeps(results: Results) -> dict[str, list[dict]]:
     """{generator label: [{"name", "guidance", "recognizability", "diversity", "reach"}] by guidance} for
     every generator sampled at two or more guidance values."""
-    from drawgap.report.results import KNOWN_GENERATORS
+    from drawgap.models.naming import display_name
 
     groups: dict[str, list[dict]] = {}
     for r in results.systems:
@@ -75,7 +75,7 @@ def guidance_sweeps(results: Results) -> dict[str, list[dict]]:
         if g is None:
             continue
         gen = results.generator(r["name"]) or "generator"
-        groups.setdefault(KNOWN_GENERATORS.get(gen, gen), []).append({
+        groups.setdefault(display_name(gen) or gen, []).append({
             "name": r["name"], "guidance": g, "recognizability": float(r["recognizability"]),
             "diversity": float(r["diversity"]), "reach": originality_reach(r["generalization_curve"]),
             "curve": r["generalization_curve"]})

@@ -21,7 +21,6 @@ from drawgap.metrics.comparison import compare
 from drawgap.metrics.metrics_file import METRICS_FORMAT, read_metrics
 
 DEMO_RECORD = "demo.json"
-KNOWN_GENERATORS = {"ddpm": "DDPM", "cfgdm": "CFGDM", "fsdm": "FSDM"}
 DIFFUSION_MAP_NAMES = {"guided": "guided score", "guided_diff": "guided score (cond - uncond, accumulated)",
                        "implicit": "implicit classifier", "loss_grad": "loss gradient"}
 INK_SUFFIX = "_ink"  # the demo names an ink report after its maps file: cfgdm.guided.npz -> cfgdm.guided_ink.json
@@ -70,7 +69,7 @@ class Results:
 
 def system_label(metrics: dict) -> str:
     """Display name: `human`, `DDPM`, `CFGDM g=0.5`, or the metrics' `system` (a name given at evaluation)."""
-    from drawgap.models.naming import guidance_suffix, system_name
+    from drawgap.models.naming import display_name, guidance_suffix, system_name
 
     meta = metrics.get("samples_meta") or {}
     generator, system = meta.get("generator"), metrics.get("system")
@@ -78,8 +77,9 @@ def system_label(metrics: dict) -> str:
         return "human"
     if system not in (None, generator, system_name(meta)):  # a name given at evaluation
         return str(system)
-    if generator in KNOWN_GENERATORS:
-        return KNOWN_GENERATORS[generator] + guidance_suffix(generator, meta.get("params") or {})
+    family = display_name(str(generator)) if generator else None
+    if family:
+        return family + guidance_suffix(generator, meta.get("params") or {})
     return str(system or generator or "system")
 
 
@@ -94,7 +94,9 @@ def maps_source_label(meta: dict) -> str:
     if method.startswith("diffusion-") and generator:
         kind = method.removeprefix("diffusion-")
         g = (meta.get("options") or {}).get("guidance")
-        who = KNOWN_GENERATORS.get(generator, generator) + ("" if g is None else f" g={float(g):g}")
+        from drawgap.models.naming import display_name
+
+        who = (display_name(str(generator)) or str(generator)) + ("" if g is None else f" g={float(g):g}")
         return f"{who} {DIFFUSION_MAP_NAMES.get(kind, kind)}"
     if method.startswith("critic-") and critic:
         return f"{critic} {method.removeprefix('critic-').replace('_', ' ')}"

@@ -85,6 +85,7 @@ class FSDM(DiffusionFamily):
     drops its condition, so it has no unconditional model to guide with."""
 
     name = "fsdm"
+    display_name = "FSDM"
     class_keys = ("sets",)
     Options = FSDMOptions
 

@@ -142,6 +142,7 @@ class DDPM(ExemplarDiffusion):
     """Exemplar-conditioned DDPM: the condition is never dropped, no guidance (SPEC.md 2.1)."""
 
     name = "ddpm"
+    display_name = "DDPM"
     default_guidance = 0.0
     sampling_defaults = {**DiffusionFamily.sampling_defaults, "guidance": default_guidance}
 
@@ -155,4 +156,5 @@ class CFGDM(ExemplarDiffusion):
     """Classifier-free guided diffusion: condition dropped with p = 0.1 in training (SPEC.md 2.2)."""
 
     name = "cfgdm"
+    display_name = "CFGDM"
 
