@@ -62,7 +62,8 @@ def groups(omniglot: Path) -> list[Group]:
     o = shlex.quote(str(omniglot))
     demo = [Row(f"`make demo`: {name}", f"demo/metrics/{stem}.json", SYSTEM_COLUMNS)
             for name, stem in (("human", "human"), ("DDPM", "ddpm"), ("CFGDM g = 0", "cfgdm_g0"),
-                               ("CFGDM g = 0.5", "cfgdm_g0.5"), ("CFGDM g = 1", "cfgdm_g1"), ("CFGDM g = 2", "cfgdm_g2"))]
+                               ("CFGDM g = 0.5", "cfgdm_g0.5"), ("CFGDM g = 1", "cfgdm_g1"), ("CFGDM g = 2", "cfgdm_g2"),
+                               ("VAE-STN", "vae-stn"), ("VAE-NS", "vae-ns"), ("DA-GAN-UN", "dagan-un"), ("DA-GAN-RN", "dagan-rn"))]
     return [
         Group("strokes-human", [
             "drawgap data strokes --out strokes_human --as-samples",
