@@ -480,7 +480,7 @@ def test_cli_evaluate_refuses_a_critic_pair_by_its_name(cli, pair_prefixes, tmp_
         assert "omniglot-zz" in r.err or "distinct" in r.err or "comma-separated" in r.err
         assert not out.exists()
     r = cli("evaluate", s, "--critics", f"{pair_prefixes[0]},omniglot-zz", "--out", out)
-    assert "shipped critic pair (omniglot, omniglot-b, strokes)" in r.err and "got 'omniglot-zz'" in r.err
+    assert "shipped critic pair (omniglot, omniglot-b, quickdraw, strokes)" in r.err and "got 'omniglot-zz'" in r.err
 
 
 def test_metrics_without_by_critics_read_and_compare_as_before(three_systems):
