@@ -297,3 +297,36 @@ def test_shipped_strokes_critics_reproduce_their_validation_on_a_fresh_build():
         recorded = read_critic_config(shipped_dir(name))["provenance"]["config"]["validation"]["metrics"]
         measured = acceptance_metrics(load_critic(name), test)
         assert {k: measured[k] for k in recorded} == pytest.approx(recorded, abs=0.1), name
+
+
+def test_weights_in_shards_load_unchanged_and_every_shard_is_checked(tmp_path):
+    """shard_weights stores a critic's weights as shards under a size (the 22.7 MB QuickDraw ProtoNet is kept so,
+    under the repository's 20 MB per file); the critic loads the same tensors from them, and a changed shard or
+    index is refused by name."""
+    import json as _json
+
+    from drawgap.weights import file_sha256, shard_index, shard_weights
+
+    critic = ProtoNetCritic(image_size=16)
+    d = save_critic(critic, tmp_path / "c")
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    config = _json.loads((d / "config.json").read_text())
+    config["weights_sha256"] = shard_weights(d / "model.safetensors", max_shard_bytes=400_000)
+    (d / "config.json").write_text(_json.dumps(config))
+    index = _json.loads(shard_index(d / "model.safetensors").read_text())
+    assert not (d / "model.safetensors").exists() and len(index["shard_sha256"]) >= 2
+    assert all((d / s).stat().st_size <= 400_000 for s in index["shard_sha256"])
+    assert config["weights_sha256"] == file_sha256(shard_index(d / "model.safetensors"))
+    after = load_critic(d).state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    first = d / sorted(index["shard_sha256"])[0]
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 0x01
+    first.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=f"{first.name}: expected weights with sha256"):
+        load_critic(d)
+    first.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x01]))  # restored; now the index changes
+    assert load_critic(d) is not None
+    shard_index(d / "model.safetensors").write_text(_json.dumps({**index, "weight_map": {}}))
+    with pytest.raises(InputError, match="model.safetensors.index.json: expected weights with sha256"):
+        load_critic(d)

@@ -40,24 +40,85 @@ def write_weights(module: nn.Module, path: str | os.PathLike, metadata: dict | N
     return file_sha256(path)
 
 
-def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu", expected_sha256: str | None = None,
-                 recorded_in: str = "the record", missing: str = "no such file") -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, after checking its sha256 against the recorded one (if any)."""
+def shard_index(path: str | os.PathLike) -> Path:
+    """The index of a weights file stored in shards (HuggingFace's layout: `model.safetensors.index.json` beside
+    `model-00001-of-00002.safetensors`, ...); its metadata holds each shard's sha256."""
+    path = Path(path)
+    return path.with_name(path.name + ".index.json")
+
+
+def weights_exist(path: str | os.PathLike) -> bool:
+    """A weights file, whole or in shards."""
+    return Path(path).is_file() or shard_index(path).is_file()
+
+
+def _check_sha256(path: Path, expected: str | None, recorded_in: str) -> None:
+    if expected is not None:
+        actual = file_sha256(path)
+        if actual != expected:
+            raise InputError(f"expected weights with sha256 {expected} (from {recorded_in}), got {actual}", path=path)
+
+
+def _load_safetensors(path: Path, device) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(missing, path=path)
     try:
-        state = load_file(str(path), device=str(device))
+        return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"expected a safetensors file, could not read it ({exc})", path=path) from None
-    if expected_sha256 is not None:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            raise InputError(f"expected weights with sha256 {expected_sha256} (from {recorded_in}), got {actual}", path=path)
+
+
+def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu", expected_sha256: str | None = None,
+                 recorded_in: str = "the record", missing: str = "no such file") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking its sha256 against the recorded one (if any). A file
+    stored in shards (`shard_weights`) is read from its index, whose sha256 is the recorded one and which holds
+    each shard's: every shard is checked before its tensors are used."""
+    path = Path(path)
+    if not path.is_file() and shard_index(path).is_file():
+        index_path = shard_index(path)
+        _check_sha256(index_path, expected_sha256, recorded_in)
+        index = read_record(index_path, SHARDS_FORMAT)
+        state: dict[str, torch.Tensor] = {}
+        for shard, sha256 in index["shard_sha256"].items():
+            shard_path = path.with_name(Path(shard).name)  # names only: an index cannot point outside its folder
+            _check_sha256(shard_path, sha256, index_path.name)
+            state.update(_load_safetensors(shard_path, device))
+        if set(state) != set(index["weight_map"]):
+            raise InputError("expected the tensors its weight_map lists in its shards", path=index_path, field="weight_map")
+        return state
+    if not path.is_file():
+        raise InputError(missing, path=path)
+    state = _load_safetensors(path, device)
+    _check_sha256(path, expected_sha256, recorded_in)
     return state
+
+
+SHARDS_FORMAT = "drawgap.weight_shards/1"
+
+
+def shard_weights(path: str | os.PathLike, max_shard_bytes: int = 15_000_000) -> str:
+    """Store a safetensors file as shards of at most `max_shard_bytes` (a tensor is never split) with an index,
+    then remove the whole file; returns the index's sha256, to record where the file's was. For weights too large
+    to keep as one file in a repository (e.g. the 22.7 MB QuickDraw ProtoNet); `read_weights` reads them back
+    unchanged. The shard split is huggingface_hub's."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = _load_safetensors(path, "cpu")
+    plan = split_torch_state_dict_into_shards(state, filename_pattern=path.stem + "{suffix}" + path.suffix,
+                                              max_shard_size=max_shard_bytes)
+    shard_sha256 = {}
+    for shard, names in plan.filename_to_tensors.items():
+        with atomic_path(path.with_name(shard)) as tmp:
+            save_file({n: state[n].contiguous() for n in names}, str(tmp))
+        shard_sha256[shard] = file_sha256(path.with_name(shard))
+    index = {"format": SHARDS_FORMAT, "shard_sha256": shard_sha256, "weight_map": plan.tensor_to_filename}
+    with atomic_path(shard_index(path)) as tmp:
+        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+    path.unlink()
+    return file_sha256(shard_index(path))
 
 
 def load_weights(module: nn.Module, state: dict, path: str | os.PathLike, optional_prefixes: tuple[str, ...] = ()) -> nn.Module:
@@ -107,7 +168,7 @@ def resolve_directory(name_or_dir: str | os.PathLike, kind: str, root: Path, fil
     names = shipped_names(kind)
     if key in names:
         directory = root / key
-        if not all((directory / f).is_file() for f in files):
+        if not all(weights_exist(directory / f) for f in files):
             raise InputError(f"{kind} {key!r} is known but its weights are not installed in {directory}; {how_to_get}",
                              field=kind)
         return directory
@@ -122,9 +183,12 @@ def install_directory(source: str | os.PathLike, dest: Path, files: tuple[str, .
     source = Path(source)
     dest.mkdir(parents=True, exist_ok=True)
     for f in files:
-        if (source / f).is_file():
-            with atomic_path(dest / f) as tmp:
-                shutil.copyfile(source / f, tmp)
+        present = [f] if (source / f).is_file() else []
+        if not present and shard_index(source / f).is_file():  # weights in shards: the shards, then their index
+            present = [*json.loads(shard_index(source / f).read_text())["shard_sha256"], shard_index(source / f).name]
+        for name in present:
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(source / name, tmp)
     with atomic_path(dest / "TRAINING.md") as tmp:
         tmp.write_text(notes)
     return dest

@@ -25,6 +25,7 @@ from drawgap.weights import (
     read_record,
     read_weights,
     resolve_directory,
+    weights_exist,
     write_weights,
 )
 
@@ -53,7 +54,7 @@ def shipped_dir(name: str) -> Path:
 
 def is_installed(directory: str | os.PathLike) -> bool:
     d = Path(directory)
-    return (d / WEIGHTS_FILE).is_file() and (d / CONFIG_FILE).is_file()
+    return weights_exist(d / WEIGHTS_FILE) and (d / CONFIG_FILE).is_file()
 
 
 def save_critic(critic: Critic, directory: str | os.PathLike, **extra_config) -> Path:
