@@ -60,7 +60,7 @@ class Dataset:
         """[n_c, H, W] every drawing of class index c, in file order."""
         return self.images[self.labels == c]
 
-    def to_samples(self, per_class: int | None = None, exclude_exemplar: bool = False) -> "Samples":
+    def to_samples(self, per_class: int | None = None, exclude_exemplar: bool = False, classes: int | None = None) -> "Samples":
         """The human drawings of each class as a samples file (the human reference).
 
         Each row holds the drawings of one class: the exemplar included by default, as in the papers' human
@@ -68,7 +68,7 @@ class Dataset:
         or left out with `exclude_exemplar` (so that no drawing is scored against itself: originality 0,
         recognized by construction). `meta["exemplar_included"]` says which (`exemplar_rows`: how many rows
         hold their exemplar, fewer than all when `per_class` cuts it off). Every class must have the same
-        count, or `per_class` picks the first drawings of each.
+        count, or `per_class` picks the first drawings of each; `classes` keeps the first N classes only.
         """
         counts = np.bincount(self.labels, minlength=self.n_classes) - int(bool(exclude_exemplar))
         n = int(counts.min()) if per_class is None else int(per_class)
@@ -82,8 +82,9 @@ class Dataset:
             raise InputError(f"expected per_class in 1..{counts.min()}"
                              + (" (the exemplar excluded)" if exclude_exemplar else "") + f", got {n}", field="per_class")
         index = np.arange(len(self.labels))
+        kept = self.n_classes if classes is None else min(int(classes), self.n_classes)
         rows, holding = [], 0
-        for c in range(self.n_classes):
+        for c in range(kept):
             members = index[self.labels == c]
             if exclude_exemplar:
                 members = members[members != self.exemplars[c]]
@@ -94,11 +95,12 @@ class Dataset:
             "generator": "human",
             "params": {},
             # true when every row holds its exemplar; with `per_class` below the count, some rows may not
-            "exemplar_included": holding == self.n_classes,
+            "exemplar_included": holding == kept,
             "exemplar_rows": holding,
             "dataset": {k: self.meta.get(k) for k in ("name", "split", "source", "image_size")},
         }
-        return Samples(samples=np.stack(rows), exemplars=self.exemplar_images(), classes=self.classes.copy(), meta=meta)
+        return Samples(samples=np.stack(rows), exemplars=self.exemplar_images()[:kept], classes=self.classes[:kept].copy(),
+                       meta=meta)
 
 
 @dataclass

@@ -236,13 +236,7 @@ def build_data(cfg: DemoConfig, record: DemoRecord, console: Console) -> dict[st
     if cfg.per_exemplar > per_class:
         raise InputError(f"expected at most {per_class} drawings per exemplar (the human drawings per test class), "
                          f"got {cfg.per_exemplar}", field="--per-exemplar")
-    human = test.to_samples(per_class=cfg.per_exemplar)
-    human.samples, human.exemplars, human.classes = (human.samples[:n_classes], human.exemplars[:n_classes],
-                                                     human.classes[:n_classes])
-    # whether each kept class's exemplar is among its drawings, for the kept classes only
-    human.meta["exemplar_rows"] = int(sum(test.exemplars[c] in np.flatnonzero(test.labels == c)[:cfg.per_exemplar]
-                                          for c in range(n_classes)))
-    human.meta["exemplar_included"] = human.meta["exemplar_rows"] == n_classes
+    human = test.to_samples(per_class=cfg.per_exemplar, classes=n_classes)  # exemplar_rows: of the kept classes
     human.meta["provenance"] = provenance({"from": str(paths["test"]), "classes": n_classes, "per_class": cfg.per_exemplar},
                                           cfg.seed)
     paths["human"] = write_samples(human, data_dir / "human.npz")

@@ -261,12 +261,7 @@ def _human_reference(cfg: SweepConfig, test) -> tuple[Path, int]:
                          f"{cfg.per_exemplar}", path=cfg.test, field="--per-exemplar")
     path = cfg.out / "human.npz"
     if not path.is_file():
-        human = test.to_samples(per_class=cfg.per_exemplar)
-        human.samples, human.exemplars, human.classes = (human.samples[:n_classes], human.exemplars[:n_classes],
-                                                         human.classes[:n_classes])
-        human.meta["exemplar_rows"] = int(sum(test.exemplars[c] in np.flatnonzero(test.labels == c)[:cfg.per_exemplar]
-                                              for c in range(n_classes)))
-        human.meta["exemplar_included"] = human.meta["exemplar_rows"] == n_classes
+        human = test.to_samples(per_class=cfg.per_exemplar, classes=n_classes)
         human.meta["provenance"] = provenance({"from": str(cfg.test), "classes": n_classes, "per_class": cfg.per_exemplar}, cfg.seed)
         write_samples(human, path)
     return path, n_classes
