@@ -275,3 +275,66 @@ def test_log_keeps_the_baselines_terms(tmp_path, data, family, keys):
           family_options=model.Options(**options) if options else None, progress=False)
     for line in (json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()):
         assert keys <= set(line) and all(np.isfinite(line[k]) for k in keys), line
+
+
+# ------------------------------------------------------------------------------------------------ --init-from
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data_file, cli):
+    """A batch of the whole dataset makes every step the same full-batch SGD step, so a 3-step run continued
+    by a 1-step run --init-from it ends where a straight 4-step run does (a fresh start would not)."""
+    from drawgap.models.training import run_training
+
+    common = dict(batch_size=12, log_every=1, nan_at=99, cpu=True, progress=False)
+    run_training("test-nan-at-step", data_file, tmp_path / "straight", steps=4, **common)
+    run_training("test-nan-at-step", data_file, tmp_path / "first", steps=3, **common)
+    run_training("test-nan-at-step", data_file, tmp_path / "second", steps=1, init_from=tmp_path / "first", **common)
+    w = lambda run: [json.loads(line)["w"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+    assert w("second") == pytest.approx(w("straight")[3:], abs=1e-6)
+    assert w("second")[0] != pytest.approx(w("straight")[0], abs=1e-4)  # not where a fresh run goes
+    record = json.loads((tmp_path / "second" / "train.json").read_text())
+    assert record["init_from"]["source"] == str(tmp_path / "first")
+    assert record["init_from"]["weights_sha256"] == json.loads((tmp_path / "first" / "generator.json").read_text())["weights_sha256"]
+    # the command line: a shipped name or a directory
+    r = cli("train", "test-nan-at-step", "--data", data_file, "--out", tmp_path / "third", "--steps", "1", "--batch-size", "12",
+            "--cpu", "--init-from", tmp_path / "second")
+    assert r.code == 0 and json.loads((tmp_path / "third" / "train.json").read_text())["init_from"]["source"] == str(tmp_path / "second"), r
+    # --init-from and --resume together are refused, by name
+    r = cli("train", "test-nan-at-step", "--data", data_file, "--out", tmp_path / "second", "--steps", "2", "--resume",
+            "--init-from", tmp_path / "first")
+    assert r.code == 2 and "--init-from" in r.err and len(r.err.strip().splitlines()) == 1, r
+
+
+def test_init_from_checks_the_family_and_the_network(tmp_path, data, data_file):
+    from drawgap.models.registry import export_for_shipping
+    from drawgap.models.training import run_training
+
+    tiny_ns = dict(context=2, z_dim=2, c_dim=4, hidden_dim=8, conv_channels="2,2,2,2")
+    create_generator("vae-ns", seed=1, image_size=8, **tiny_ns).save(tmp_path / "ns")
+    with pytest.raises(InputError, match="holds a vae-ns generator.*needs a dagan-un"):
+        run_training("dagan-un", data_file, tmp_path / "x", init_from=tmp_path / "ns", steps=1, batch_size=2, progress=False)
+    with pytest.raises(InputError, match="whose conv_channels is '2,2,2,2'; got '4,4,4,4'"):
+        run_training("vae-ns", data_file, tmp_path / "y", init_from=tmp_path / "ns", conv_channels="4,4,4,4",
+                     steps=1, batch_size=2, progress=False)
+    # the network (here a context of 2) comes from the source when its model options are not given
+    run_training("vae-ns", data_file, tmp_path / "z", init_from=tmp_path / "ns", steps=1, batch_size=2, progress=False)
+    assert load_generator(tmp_path / "z").config == load_generator(tmp_path / "ns").config
+    # a shipped-style export (float16, a GAN without its critic) starts a run: the critic keeps its seeded init
+    gan = dict(z_size=2, widths=[2, 2, 2, 2], critic_inner_layers=1, critic_dense=4)
+    train(create_generator("dagan-un", seed=0, image_size=8, **gan), data, tmp_path / "gan", TrainOptions(steps=1, batch_size=2),
+          family_options=create_generator("dagan-un", seed=0, image_size=8, **gan).Options(n_critic=1), progress=False)
+    export_for_shipping(tmp_path / "gan", tmp_path / "gan-export")
+    seen = {}
+    from drawgap.models import training as training_module
+
+    original = training_module.train
+    training_module.train = lambda generator, *a, **k: seen.setdefault("g", generator) and None
+    try:
+        run_training("dagan-un", data_file, tmp_path / "g2", init_from=tmp_path / "gan-export", steps=1, batch_size=2, progress=False)
+    finally:
+        training_module.train = original
+    exported = load_generator(tmp_path / "gan-export").state_dict()
+    started = seen["g"].state_dict()
+    assert all(torch.equal(started[k], v.float()) for k, v in exported.items() if not k.startswith("critic."))
+    fresh = create_generator("dagan-un", seed=0, image_size=8, **gan).state_dict()
+    assert all(torch.equal(started[k], v) for k, v in fresh.items() if k.startswith("critic."))

@@ -876,10 +876,10 @@ def _train_command(family):
     from drawgap.models.training import TrainOptions
     from drawgap.options import typer_parameters
 
-    def train_family(data: Path, out: Path, resume: bool, **options) -> None:
+    def train_family(data: Path, out: Path, resume: bool, init_from: str | None, **options) -> None:
         from drawgap.models.training import run_training
 
-        result = run_training(family.name, data, out, resume=resume, progress=sys.stderr.isatty(), **options)
+        result = run_training(family.name, data, out, resume=resume, init_from=init_from, progress=sys.stderr.isatty(), **options)
         state = result.state
         if result.process_index == 0:
             loss = "-" if state.loss is None else f"{state.loss:.4f}"
@@ -898,6 +898,9 @@ def _train_command(family):
         *typer_parameters(TrainOptions),
         inspect.Parameter("resume", keyword, annotation=bool, default=typer.Option(
             False, "--resume", help="Continue the run in --out from its newest checkpoint, exactly.")),
+        inspect.Parameter("init_from", keyword, annotation=Optional[str], default=typer.Option(
+            None, "--init-from", help="Start a new run from the weights of a generator of this family (shipped name or "
+            "run directory; its network, a fresh optimizer): fine-tuning, or continuing a model whose checkpoints are gone.")),
     ])
     one = typer.Typer(add_completion=False)
     summary = " ".join((family.__doc__ or family.name).strip().split("\n\n")[0].split())

@@ -166,6 +166,9 @@ def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
         f"epochs {t.get('epoch')}, final loss " + ("-" if t.get("loss") is None else f"{t['loss']:.4f}"),
         f"- training time: {t.get('seconds', 0) / 60:.1f} min on {t.get('processes', 1)} process(es)",
         f"- seed: {options.get('seed')}",
+        *([f"- started from the weights of `{train['init_from'].get('source')}` (sha256 `{train['init_from'].get('weights_sha256')}`, "
+           f"{train['init_from'].get('weights_storage')}; `--init-from`: a new optimizer, the step count restarts at 0)"]
+          if train.get("init_from") else []),
         f"- training data: `{data.get('path')}` ({data.get('name')}, {data.get('split')} split, {data.get('image_size')} px)"
         + (f", sha256 `{data['sha256']}`" if data.get("sha256") else ""),
         f"- weights sha256: `{weights_sha256}`",

@@ -191,6 +191,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     dataset_info: dict | None = None,
+    init_from: dict | None = None,
     callback: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
     """Train `generator` on a drawgap `Dataset` into `run_dir` (see the module docstring).
@@ -199,6 +200,8 @@ def train(
     With resume=True the generator must be the one the run directory describes (`load_generator`-built or
     constructed from its generator.json); the newest checkpoint then restores its weights.
     callback(state) runs after every optimizer step (custom logging, tests).
+    init_from: where the generator's starting weights came from (`run_training(init_from=...)`), recorded in
+    train.json.
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -256,7 +259,8 @@ def train(
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         recipe = {k: v for k, v in dataclasses.asdict(family_options).items() if k not in model_fields(type(family_options))}
-        record = {"options": {**dataclasses.asdict(options), **recipe}, "dataset": dataset_info or {}, "processes": world}
+        record = {"options": {**dataclasses.asdict(options), **recipe}, "dataset": dataset_info or {}, "processes": world,
+                  **({"init_from": init_from} if init_from else {})}
         write_json_atomic(run_dir / "train.json", {**record, "provenance": provenance(record, options.seed)})
     if main:
         remove_stale_checkpoint_dirs(run_dir)  # left by a run killed while saving
@@ -490,6 +494,7 @@ def run_training(
     *,
     generator_config: dict | None = None,
     resume: bool = False,
+    init_from: str | os.PathLike | None = None,
     progress: bool = True,
     **options,
 ) -> TrainResult:
@@ -497,6 +502,10 @@ def run_training(
 
     options: `TrainOptions` fields and the family's `Options` fields; None means "not given" (the default,
     or on resume the run's value). generator_config: constructor arguments over those the options give.
+    init_from: a new run that starts from another generator's weights (a shipped name, a run directory or an
+    exported copy) of the same family, with that generator's network; optimizer, schedules and EMA start
+    afresh (fine-tuning, or continuing a model whose checkpoints are gone). Tensors the source lacks (a shipped
+    GAN's training critic) keep their seeded initial values.
     """
     from drawgap.weights import file_sha256
     from drawgap.data.formats import read_dataset
@@ -519,6 +528,8 @@ def run_training(
         if other != name:
             raise InputError(f"holds a {other} run, not a {name} one: `drawgap train {name}` neither continues nor "
                              "overwrites it; choose a new --out", path=out, field="generator")
+    if resume and init_from is not None:
+        raise InputError("--init-from starts a new run and --resume continues one; give one of them", field="--init-from")
     if resume:
         record = read_generator_record(out)
         if record["generator"] != name:
@@ -536,9 +547,54 @@ def run_training(
         opts = TrainOptions(**loop_given)
         family_opts = family.Options(**family_given)
         config = {**family.config_from_options(family_opts, dataset.image_size), **(generator_config or {})}
+        origin = None
+        if init_from is not None:
+            config, origin = _initial_config(family, init_from, config, model_given=given_model_options(family, family_given))
         generator = create_generator(name, seed=opts.seed, **config)
+        if origin is not None:
+            _load_initial_weights(generator, origin)
     return train(generator, dataset, out, opts, family_options=family_opts, resume=resume, progress=progress,
-                 dataset_info=info)
+                 dataset_info=info, init_from=None if init_from is None else origin["record"])
+
+
+def given_model_options(family, family_given: dict) -> dict:
+    """The given options that shape the network (declared with `model=True`)."""
+    return {k: v for k, v in family_given.items() if k in model_fields(family.Options)}
+
+
+def _initial_config(family, source, config: dict, model_given: dict) -> tuple[dict, dict]:
+    """The network of `source` (a generator of `family`): its config, checked against the given model options
+    and the data's image size, and where its weights are."""
+    from drawgap.models.base import read_generator_record
+    from drawgap.models.registry import resolve_run_dir
+
+    directory = resolve_run_dir(source)
+    record = read_generator_record(directory)
+    if record["generator"] != family.name:
+        raise InputError(f"holds a {record['generator']} generator: `drawgap train {family.name} --init-from` needs a "
+                         f"{family.name} one", path=directory, field="--init-from")
+    source_config = record["config"]
+    for key in model_given:  # config holds the given value (built from the options), source_config the network's
+        if key in config and source_config.get(key) != config[key]:
+            raise InputError(f"the network comes from --init-from, whose {key} is {source_config.get(key)!r}; got {config[key]!r}",
+                             field=f"--{key.replace('_', '-')}")
+    if source_config.get("image_size") != config["image_size"]:
+        raise InputError(f"draws {source_config.get('image_size')} px drawings; the training data are {config['image_size']} px",
+                         path=directory, field="--init-from")
+    origin = {"source": str(source), "generator": record["generator"], "weights_sha256": record.get("weights_sha256"),
+              "weights_storage": record.get("weights_storage", "float32")}
+    return dict(source_config), {"directory": directory, "record": origin, "content": record.get("weights_content")}
+
+
+def _load_initial_weights(generator, origin: dict) -> None:
+    from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE
+    from drawgap.weights import load_weights, read_weights
+
+    path = origin["directory"] / WEIGHTS_FILE
+    state = read_weights(path, "cpu", origin["record"]["weights_sha256"], CONFIG_FILE)
+    optional = generator.training_only_prefixes if origin["content"] == "sampling" else ()
+    # float16 exports load into the float32 modules (load_state_dict copies with a cast)
+    load_weights(generator, state, path, optional_prefixes=optional)
 
 
 def _saved_options(run_dir: Path) -> dict:
