@@ -208,7 +208,7 @@ var jsPsychClickMe = (function (jspsych) {
           answers.push(recorded);
           partnerEl.textContent = guess === null ? "Partner: nothing yet…"
             : recorded.correct ? `Partner: “${guess}”: recognized!` : `Partner: “${guess}”?`;
-          partnerEl.classList.toggle("correct", !!answer.correct);
+          partnerEl.classList.toggle("correct", recorded.correct);
           if (recorded.correct) {
             const score = Math.round(Math.max(0, 1 - tSent / limitMs) * 1000) / 10;
             finish("recognized", score);
