@@ -109,6 +109,9 @@ NOT_RERUN = [
      "building from ../shared/data/quickdraw; the command is printed beside them"),
     ("training and serving speeds (bench_training on this CPU and on an H200, bench_clickme with --abusive)", "timings: "
      "rerun the benchmark scripts, on a quiet machine (and a GPU for the H200 row)"),
+    ("the ClickMe partner's answers with and without \"nothing yet\" (the table of 250 real stimuli)", "not a CLI "
+     "output: `benchmarks/clickme_partner_evidence.py` on the folder of `drawgap clickme stimuli --source "
+     "../shared/data/quickdraw/simplified` (2 minutes)"),
 ]
 
 

@@ -17,6 +17,7 @@ from drawgap.clickme.db import ClickRow, TrialRow
 from drawgap.clickme.export import export_clicks, read_clicks
 from drawgap.clickme.partner import Partner
 from drawgap.clickme.testing import make_test_stimuli
+from drawgap.errors import InputError
 
 TOKEN = "s3cret-token"
 CONFIG = GameConfig(trials_per_participant=3, practice_trials=1, max_points_per_trial=400, max_body_bytes=20_000,
@@ -253,9 +254,50 @@ def test_partner_recognizes_the_fully_revealed_exemplar(client, stimuli):
         assert r.status_code == 422 and "signed answer" in r.json()["detail"], r.text
     r = client.post("/api/trials", json={**trial, "partner": [{**claim, "proof": answer["proof"]}]})
     assert r.status_code == 201, r.text
-    # Nothing painted: all black; the partner still answers one of the categories.
+    # Nothing painted: all black; the partner answers "nothing yet" (a null guess), never correct, never signed.
     r = client.post("/api/partner", json={**body, "points": []})
-    assert r.status_code == 200 and r.json()["guess"] in {t["category"] for t in state["trials"]} | {"shape00", "shape01", "shape02", "shape03"}
+    assert r.status_code == 200, r.text
+    assert r.json() == {"guess": None, "probability": r.json()["probability"], "correct": False, "n_points": 0}
+
+
+def test_a_nothing_yet_answer_is_stored_as_null_and_never_recognizes(app, client):
+    state = start(client)
+    first = state["trials"][0]
+    answer = client.post("/api/partner", json={**IDS, "trial_id": str(uuid.uuid4()), "stimulus_id": first["stimulus_id"],
+                                               "points": [[0, 0, 0]]}).json()  # a corner: no ink
+    assert answer["guess"] is None and answer["correct"] is False and "proof" not in answer
+    nothing = {"n_points": 1, "t": 0, "guess": None, "correct": False}
+    claimed = {**nothing, "correct": True, "proof": "0" * 32}
+    r = client.post("/api/trials", json=trial_body(state, 0, partner=[claimed], outcome="recognized", score=50))
+    assert r.status_code == 422 and "partner[0].guess: a correct answer names a category" in r.json()["detail"], r.text
+    body = trial_body(state, 0, partner=[nothing, {"n_points": 10, "t": 90, "guess": "shape01", "correct": False}])
+    assert client.post("/api/trials", json=body).status_code == 201
+    with app.state.engine.connect() as conn:
+        stored = conn.scalar(select(TrialRow.partner).where(TrialRow.id == body["trial_id"]))
+    assert stored[0] == {**nothing, "proof": None} and stored[1]["guess"] == "shape01"
+
+
+def test_the_partner_before_nothing_yet_is_kept_for_its_databases(stimuli, partner, db_url):
+    """partner_nothing_yet=False answers a category on a blank canvas, as before; a database made before the
+    setting existed was collected that way, so the default partner refuses it."""
+    from drawgap.clickme.db import SettingRow
+
+    config = GameConfig(**{**CONFIG.to_dict(), "partner_nothing_yet": False})
+    with ParticipantClient(create_app(stimuli, db_url, config=config, partner=partner)) as c:
+        c.tokens = {}
+        state = start(c)
+        r = c.post("/api/partner", json={**IDS, "trial_id": str(uuid.uuid4()),
+                                         "stimulus_id": state["trials"][0]["stimulus_id"], "points": []})
+        assert r.status_code == 200 and r.json()["guess"] in {"shape00", "shape01", "shape02", "shape03"}, r.text
+    with pytest.raises(InputError, match="partner_nothing_yet=False"):
+        create_app(stimuli, db_url, config=CONFIG, partner=partner)
+    old_app = create_app(stimuli, db_url, config=config, partner=partner)
+    with old_app.state.store.WriteSession.begin() as s:  # as a database from before the setting
+        game = s.get(SettingRow, "game")
+        game.value = {k: v for k, v in game.value.items() if k != "partner_nothing_yet"}
+    with pytest.raises(InputError, match="partner_nothing_yet=False"):
+        create_app(stimuli, db_url, config=CONFIG, partner=partner)
+    create_app(stimuli, db_url, config=config, partner=partner)
 
 
 def body_ids(body: dict) -> dict:

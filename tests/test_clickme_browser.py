@@ -121,9 +121,11 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
     later = [token for _, _, token in api_tokens[1:]]
     assert later and len(set(later)) == 1 and later[0] and len(later[0]) >= 40, api_tokens[:5]
     assert {route.split("/")[0] for _, route, _ in api_tokens[1:]} >= {"participants", "partner", "trials"}
-    answers_shown = [t for t in partner_texts if t.startswith("Partner: “")]
+    answers_shown = [t for t in partner_texts if t.startswith("Partner: “") or t == "Partner: nothing yet…"]
     answered = sum(1 for body in sent.values() if body["partner"])
     assert answered >= 3 and len(answers_shown) >= answered  # the participant saw the partner's answers
+    # The strokes start in a corner, away from the ink: the partner first sees nothing, and says so.
+    assert "Partner: nothing yet…" in partner_texts and any(a["guess"] is None for b in sent.values() for a in b["partner"])
     assert (tmp_path / "clickme_trial.png").stat().st_size > 1000
     with sqlite3.connect(db) as conn:
         code_db, = conn.execute("SELECT completion_code FROM participants WHERE participant_id='prolific-p1' "
@@ -138,4 +140,6 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
         assert stored == body["points"], f"points of trial {trial_id} differ from what the page painted"
         assert len(stored) >= 5  # each drag painted points...
         assert all(0 <= x < 256 and 0 <= y < 256 for x, y, _ in stored)
-        assert any(a["guess"] for a in body["partner"]) or body["outcome"] == "skipped"  # ...and the partner answered
+        assert body["partner"] or body["outcome"] == "skipped"  # ...and the partner answered: a category, or
+        for a in body["partner"]:  # null for "nothing yet", which is never correct
+            assert (a["guess"] in {"shape00", "shape01", "shape02", "shape03"}) or (a["guess"] is None and not a["correct"])

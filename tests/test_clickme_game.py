@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from drawgap.clickme.config import GameConfig
-from drawgap.clickme.partner import reveal, reveal_mask
+from drawgap.clickme.partner import Partner, reveal, reveal_mask
 from drawgap.clickme.security import RateLimiter, SharedRateLimiter, token_matches
 from drawgap.clickme.sequence import balanced_sequence, participant_seed
 from drawgap.clickme.stimuli import load_stimuli, prepare_stimuli
@@ -134,6 +134,9 @@ def test_token_matches():
 def test_config_checks_ranges():
     assert GameConfig().public() == {"canvas_size": 256, "brush_px": 14, "time_limit_s": 7.0, "sample_interval_ms": 10,
                                      "points_per_query": 10, "max_points_per_trial": 3000}
+    assert GameConfig().partner_nothing_yet is True
+    with pytest.raises(InputError, match="partner_nothing_yet"):
+        GameConfig(partner_nothing_yet="no")
     with pytest.raises(InputError, match="brush_px"):
         GameConfig(brush_px=0)
     with pytest.raises(InputError, match="time_limit_s"):
@@ -180,7 +183,75 @@ def test_prepare_stimuli_writes_manifest_pngs_and_partner(prepared):
     check = manifest["partner_check"]
     assert check["fully_revealed_correct"] == sum(g.correct for g in guesses) and check["stimuli"] == 12
     assert check["exemplars_correct"] == 4 == check["exemplars"]  # an exemplar sits on its own prototype
-    assert check["blank_canvas"] == {"guess": blank.category, "probability": round(blank.probability, 4)}
+    assert check["blank_canvas"] == {"guess": None, "probability": round(blank.probability, 4)} and blank.nothing_yet
+    assert check["fully_revealed_nothing_yet"] == sum(g.nothing_yet for g in guesses) == 0
+
+
+class FirstPixelCritic:
+    """A critic whose embedding of a drawing is its top-left pixel's value (a 1-D embedding), with the ProtoNet's
+    logits (minus squared distances): distances that can be worked out by hand."""
+
+    @staticmethod
+    def embed(images):
+        import torch
+
+        return torch.as_tensor(np.asarray(images, dtype=np.float32)[:, :1, 0])
+
+    @staticmethod
+    def logits(query, support):
+        return -((query[:, None, :] - support[None, :, :]) ** 2).sum(-1)
+
+
+def test_partner_names_a_category_only_when_strictly_nearer_than_the_blank_canvas_golden():
+    import torch
+
+    # The blank canvas embeds at 0; prototypes "near" at 2 and "far" at 10. A drawing at 1 is exactly halfway
+    # between the blank and "near" (squared distances 1 and 1): a tie answers "nothing yet".
+    partner = Partner(FirstPixelCritic(), torch.tensor([[2.0], [10.0]]), ["near", "far"])
+    canvases = np.zeros((5, 4, 4), np.uint8)
+    canvases[:, 0, 0] = [0, 1, 2, 6, 9]
+    truth = ["near", "near", "near", "near", "far"]
+    guesses = partner.guess(canvases, truth)
+    assert [g.category for g in guesses] == [None, None, "near", "near", "far"]  # 6: a tie of categories, the first
+    assert [g.correct for g in guesses] == [False, False, True, True, True]
+    assert guesses[0].nothing_yet and guesses[0].category_index is None and not guesses[2].nothing_yet
+    # the probability is the answer's softmax share among the categories and "nothing yet": at 1, logits -1
+    # (near), -81 (far), -1 (blank)
+    expected = np.exp(-1) / (2 * np.exp(-1) + np.exp(-81))
+    assert guesses[1].probability == pytest.approx(expected, rel=1e-6)
+    blank_share = 1 / (1 + np.exp(-4) + np.exp(-100))  # at 0: logits -4 (near), -100 (far), 0 (blank)
+    assert guesses[0].to_json() == {"guess": None, "probability": round(blank_share, 4), "correct": False}
+    # without the rule: the nearest category whatever the evidence (the blank canvas is "near")
+    assert [g.category for g in partner.guess(canvases, truth, nothing_yet=False)] == ["near", "near", "near", "near", "far"]
+
+
+def test_partner_gives_no_category_on_a_blank_or_background_only_canvas(prepared):
+    s = load_stimuli(prepared)
+    partner = Partner.load(prepared)
+    blank = np.zeros((1, 256, 256), np.uint8)
+    assert partner.guess(blank, ["shape00"], nothing_yet=False)[0].category is not None  # the flaw, without the rule
+    assert partner.guess(blank, ["shape00"])[0].nothing_yet
+    # Paint only where no stimulus has ink: what is revealed is the blank canvas, for every stimulus.
+    ink = np.stack([s.image(x.id) for x in s.stimuli]).max(axis=0) > 0
+    grid = [(x, y, 0) for y in range(7, 256, 14) for x in range(7, 256, 14)]
+    points = [p for p in grid if not (reveal_mask([p], 256, 14) & ink).any()]
+    assert len(points) >= 100
+    guesses = partner.guess_points([(s.image(x.id), points, x.category) for x in s.stimuli], brush_px=14)
+    assert all(g.nothing_yet and not g.correct for g in guesses)
+    assert all(g.nothing_yet for g in partner.guess_points([(s.image(x.id), [], x.category) for x in s.stimuli], 14))
+
+
+def test_partner_answers_fully_revealed_drawings_as_the_nearest_prototype_did(prepared):
+    """The rule only withholds answers: on every fully revealed drawing the answer is the nearest category
+    prototype, as it always was (the manifest's partner_check counts do not move)."""
+    s = load_stimuli(prepared)
+    partner = Partner.load(prepared)
+    images = np.stack([s.image(x.id) for x in s.stimuli])
+    nearest = partner.critic.logits(partner.critic.embed(images), partner.support).argmax(dim=1).tolist()
+    guesses = partner.guess(images, [x.category for x in s.stimuli])
+    assert [g.category for g in guesses] == [partner.classes[i] for i in nearest]
+    assert sum(g.correct for g in guesses) == s.manifest["partner_check"]["fully_revealed_correct"] == 12
+    assert s.manifest["partner_check"]["fully_revealed_nothing_yet"] == 0
 
 
 def test_prepare_stimuli_refuses_bad_requests(tmp_path, prepared):
@@ -322,7 +393,8 @@ def test_cli_stimuli_straight_from_quickdraw_ndjson(cli, tmp_path, prepared):
             "--out", tmp_path / "st", "--workers", 1)
     assert r.code == 0, r
     assert "25 categories, 75 drawings + 1 practice" in r.out and "drawings.npz" in r.out
-    assert "of 75 fully revealed drawings (25 of 25 exemplars); on a blank canvas it answers '" in r.out
+    assert "of 75 fully revealed drawings (25 of 25 exemplars; 0 answered 'nothing yet'); on a blank canvas it " \
+           "answers 'nothing yet' (p " in r.out
     s = load_stimuli(tmp_path / "st")
     assert s.categories == list(CLICKME_CATEGORIES)
     drawings = read_dataset(tmp_path / "st" / "drawings.npz")

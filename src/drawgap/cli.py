@@ -462,9 +462,11 @@ def clickme_stimuli(
     _echo_written("stimuli", path, f"{len(s.categories)} categories, {len(s.stimuli)} drawings + {len(s.practice)} practice, {size}x{size}"
                   + (f"; drawings from {source} kept in {path / 'drawings.npz'}" if source is not None else ""))
     check = s.manifest["partner_check"]
+    blank = check["blank_canvas"]["guess"]
     typer.echo(f"partner: recognizes {check['fully_revealed_correct']} of {check['stimuli']} fully revealed drawings "
-               f"({check['exemplars_correct']} of {check['exemplars']} exemplars); on a blank canvas it answers "
-               f"{check['blank_canvas']['guess']!r} (p {check['blank_canvas']['probability']:.2f})")
+               f"({check['exemplars_correct']} of {check['exemplars']} exemplars; {check['fully_revealed_nothing_yet']} "
+               f"answered 'nothing yet'); on a blank canvas it answers "
+               + ("'nothing yet'" if blank is None else f"{blank!r}") + f" (p {check['blank_canvas']['probability']:.2f})")
 
 
 @clickme_app.command("serve")
@@ -476,6 +478,7 @@ def clickme_serve(
     time_limit: float = typer.Option(7.0, "--time-limit", help="Seconds per drawing."),
     brush: int = typer.Option(14, "--brush", help="Reveal brush size in canvas pixels."),
     points_per_query: int = typer.Option(10, "--points-per-query", help="Painted points between two partner queries."),
+    partner_nothing_yet: bool = typer.Option(True, "--partner-nothing-yet/--no-partner-nothing-yet", help="The partner answers 'nothing yet' until the revealed image is nearer to a category than to the blank canvas. --no-partner-nothing-yet: the older partner, which names a category even on a blank canvas (only to go on with a database collected with it)."),
     trials: int = typer.Option(20, "--trials", help="Drawings per participant."),
     practice: int = typer.Option(1, "--practice", help="Practice trials per participant (0: none)."),
     completion_code: Optional[str] = typer.Option(None, "--completion-code", help="Study-wide completion code (default: one per participant)."),
@@ -497,6 +500,7 @@ def clickme_serve(
     from drawgap.clickme.config import GameConfig, read_consent
 
     config = GameConfig(time_limit_s=time_limit, brush_px=brush, points_per_query=points_per_query,
+                        partner_nothing_yet=partner_nothing_yet,
                         trials_per_participant=trials, practice_trials=practice, completion_code=completion_code, seed=seed,
                         effort_min_trial_ms=min_trial_ms, effort_min_points=min_points,
                         effort_max_skipped_fraction=max_skipped, body_timeout_s=body_timeout,

@@ -8,6 +8,8 @@ Routes
     GET  /api/participants/<study>/<pid>     where a participant stands (404 if unknown): resume on reload  } token
     POST /api/participants                   start a participant after consent: answers its token (rate-limited)
     POST /api/partner                        the partner's guess from the points painted so far (rate-limited) } token
+                                             {"guess": category, or null for "nothing yet", "probability",
+                                              "correct", "n_points"[, "proof" when correct]}
     POST /api/trials                         store a finished trial (idempotent by trial id)                   } token
     GET  /api/admin/status                   progress per stimulus      } Bearer token; disabled without one
     GET  /api/admin/export                   the clicks file (.npz)     } (see security.py)
@@ -87,7 +89,7 @@ def create_app(stimuli_dir: str | os.PathLike, db: str | os.PathLike | None = No
     engine = make_engine(db)
     store = ClickMeStore(engine, stimuli, config)
     store.sync_stimuli()
-    batcher = PartnerBatcher(partner, config.brush_px, config.partner_max_batch)
+    batcher = PartnerBatcher(partner, config.brush_px, config.partner_max_batch, config.partner_nothing_yet)
     limiter = limiter or RateLimiter(config.rate_limits())
     page = Path(page_dir) if page_dir is not None else PAGE_DIR
     admin_token = admin_token or None

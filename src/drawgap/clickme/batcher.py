@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -18,9 +19,10 @@ from drawgap.clickme.partner import Guess, Partner
 
 
 class PartnerBatcher:
-    def __init__(self, partner: Partner, brush_px: int, max_batch: int = 64):
+    def __init__(self, partner: Partner, brush_px: int, max_batch: int = 64, nothing_yet: bool = True):
         self.partner = partner
         self.brush_px = brush_px
+        self.nothing_yet = nothing_yet  # GameConfig.partner_nothing_yet
         self.max_batch = max_batch
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -57,8 +59,8 @@ class PartnerBatcher:
             if not live:
                 continue
             try:
-                guesses = await loop.run_in_executor(
-                    self._executor, self.partner.guess_points, [q for q, _ in live], self.brush_px)
+                guesses = await loop.run_in_executor(self._executor, partial(
+                    self.partner.guess_points, [q for q, _ in live], self.brush_px, nothing_yet=self.nothing_yet))
             except Exception as exc:  # answer every waiter with the failure rather than hang them
                 for _, f in live:
                     if not f.done():

@@ -1,7 +1,8 @@
 """The game's settings (SPEC.md 5.1): canvas, brush, time limit, partner cadence, and the server's limits.
 
 The defaults are the original ClickMe-QuickDraw game's: a 256 px canvas, a 14 px reveal brush sampled every
-10 ms, the partner queried every 10 painted points, 7 s per drawing.
+10 ms, the partner queried every 10 painted points, 7 s per drawing. One is not: the partner answers "nothing
+yet" while the revealed image is no nearer to a category than to the blank canvas (partner.py says why).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class GameConfig:
     time_limit_s: float = 7.0
     sample_interval_ms: int = 10
     points_per_query: int = 10
+    # The partner answers "nothing yet" unless the revealed image is nearer to a category than to the blank
+    # canvas (partner.py). False: the partner before this rule, which names a category even on a blank canvas;
+    # only to go on with a database collected with it.
+    partner_nothing_yet: bool = True
     trials_per_participant: int = 20
     practice_trials: int = 1
     seed: int = 0
@@ -99,6 +104,7 @@ class GameConfig:
             "time_limit_s": 0.5 <= self.time_limit_s <= 600,
             "sample_interval_ms": 1 <= self.sample_interval_ms <= 1000,
             "points_per_query": 1 <= self.points_per_query <= 10_000,
+            "partner_nothing_yet": isinstance(self.partner_nothing_yet, bool),
             "trials_per_participant": self.trials_per_participant >= 1,
             "practice_trials": self.practice_trials >= 0,
             "max_points_per_trial": 1 <= self.max_points_per_trial <= MAX_POINTS,

@@ -4,6 +4,24 @@ The revealed image is the stimulus with only the painted squares visible (each p
 `brush_px` square centred on it), the rest black. The partner is the ProtoNet critic with one exemplar per
 category as support; it answers the category of the nearest prototype, and the drawing counts as recognized
 when that top-1 answer is the drawing's true category.
+
+"Nothing yet". Beside the C category prototypes the partner has one more: the critic's embedding of the blank
+canvas (the revealed image before any ink is shown). It names a category only when the revealed image is
+strictly nearer to that category's prototype than to the blank one (a tie answers "nothing yet"); otherwise it
+answers "nothing yet" (`Guess.category` None), which is never correct. So the partner claims a recognition
+only from evidence that looks more like a category than like an empty canvas; a blank canvas, or paint only
+over background, sits on the blank prototype and can never be called recognized.
+
+Why this rule and not a minimum amount of revealed ink: the critic scales each image to [0, 1] and binarizes
+it, so a few revealed ink pixels become thin strokes, which the QuickDraw partner takes for a golf club. On the
+real stimuli (`benchmarks/clickme_partner_evidence.py`, README "ClickMe on the real stimuli") it answered "golf
+club" on 250 of 250 drawings with 5 random ink points revealed (5 % of the ink), 230 with 10 points (10 %) and
+131 with 20 (20 %): a minimum fraction of ink would only move the false recognitions to just past it. With the
+blank prototype it answers "nothing yet" on all 250 at 5 and 10 points and on 244 at 20; the rule has no free
+parameter; and it recognizes the same 175 of 250 fully revealed drawings as before, because a whole drawing is
+far nearer its own prototype than the blank (9 it named wrongly before now get "nothing yet"). The extra
+prototype is embedded once per canvas shape, so a query costs what it did.
+`GameConfig.partner_nothing_yet = False` restores the partner without it, for data collected with that one.
 """
 
 from __future__ import annotations
@@ -59,14 +77,20 @@ def _fast_forward(critic):
 
 @dataclass(frozen=True)
 class Guess:
-    """The partner's answer: category index and name, its probability, and whether it is the true one."""
+    """The partner's answer: category index and name (both None for "nothing yet"), the answer's probability
+    (softmax over the answers it could give), and whether it is the true category."""
 
-    category_index: int
-    category: str
+    category_index: int | None
+    category: str | None
     probability: float
     correct: bool
 
+    @property
+    def nothing_yet(self) -> bool:
+        return self.category is None
+
     def to_json(self) -> dict:
+        """The answer as the API gives it: "guess" is the category's name, or null for "nothing yet"."""
         return {"guess": self.category, "probability": round(self.probability, 4), "correct": self.correct}
 
 
@@ -81,6 +105,7 @@ class Partner:
         self.support = support.float()
         self.classes = [str(c) for c in classes]
         self._fast = _fast_forward(self.critic)
+        self._blank: dict[tuple[int, int], torch.Tensor] = {}  # canvas shape -> the blank canvas's embedding [1, D]
 
     @classmethod
     def load(cls, stimuli_dir: str | os.PathLike) -> "Partner":
@@ -104,22 +129,45 @@ class Partner:
             return self.critic.embed(images)
         return self._fast(self.critic.prepare(images)).float()
 
+    def blank_prototype(self, shape: tuple[int, int]) -> torch.Tensor:
+        """[1, D]: the embedding of the all-black canvas of `shape`, through the same path as the queries (so a
+        blank query lands exactly on it); computed once per canvas shape."""
+        shape = (int(shape[0]), int(shape[1]))
+        if shape not in self._blank:
+            self._blank[shape] = self.embed(np.zeros((1, *shape), np.uint8)).float()
+        return self._blank[shape]
+
     @torch.no_grad()
-    def guess(self, revealed: np.ndarray, true_categories: Sequence[str]) -> list[Guess]:
-        """uint8 [N, H, W] revealed images and their true categories -> one `Guess` each (one batch)."""
+    def guess(self, revealed: np.ndarray, true_categories: Sequence[str], *, nothing_yet: bool = True) -> list[Guess]:
+        """uint8 [N, H, W] revealed images and their true categories -> one `Guess` each (one batch).
+
+        With `nothing_yet` (the default), the answer is "nothing yet" unless the nearest category prototype is
+        strictly nearer than the blank canvas's (the module docstring says why); without it, the nearest
+        category whatever the evidence (the partner before "nothing yet" existed)."""
         if len(revealed) == 0:
             return []
-        logits = self.critic.logits(self.embed(revealed), self.support)
-        probs = torch.softmax(logits.float(), dim=1)
-        top_p, top_i = probs.max(dim=1)
+        queries = self.embed(revealed)
+        support = torch.cat([self.support, self.blank_prototype(revealed.shape[1:])]) if nothing_yet else self.support
+        logits = self.critic.logits(queries, support).float()
+        probs = torch.softmax(logits, dim=1)
+        n_classes = len(self.classes)
+        top_i = logits[:, :n_classes].argmax(dim=1)  # the first of equally near categories, as argmax has always done
+        if nothing_yet:
+            # logits are negative squared distances: a category answers only when strictly nearer than the blank
+            named = logits.gather(1, top_i[:, None])[:, 0] > logits[:, n_classes]
+            top_i = torch.where(named, top_i, torch.full_like(top_i, n_classes))
         out = []
-        for i, p, truth in zip(top_i.tolist(), top_p.tolist(), true_categories):
-            out.append(Guess(i, self.classes[i], float(p), self.classes[i] == truth))
+        for i, p, truth in zip(top_i.tolist(), probs.gather(1, top_i[:, None])[:, 0].tolist(), true_categories):
+            if i == n_classes:
+                out.append(Guess(None, None, float(p), False))
+            else:
+                out.append(Guess(i, self.classes[i], float(p), self.classes[i] == truth))
         return out
 
-    def guess_points(self, queries: Sequence[tuple[np.ndarray, Sequence[Sequence[int]], str]], brush_px: int) -> list[Guess]:
+    def guess_points(self, queries: Sequence[tuple[np.ndarray, Sequence[Sequence[int]], str]], brush_px: int, *,
+                     nothing_yet: bool = True) -> list[Guess]:
         """[(stimulus image, painted points, true category)] -> guesses, revealing and classifying in one batch."""
         if not queries:
             return []
         revealed = np.stack([reveal(image, points, brush_px) for image, points, _ in queries])
-        return self.guess(revealed, [truth for _, _, truth in queries])
+        return self.guess(revealed, [truth for _, _, truth in queries], nothing_yet=nothing_yet)

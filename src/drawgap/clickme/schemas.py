@@ -42,7 +42,7 @@ class PartnerAnswer(_Body):
     # game's own limits are checked in `trial_problems`.
     n_points: Annotated[int, Field(ge=0, le=MAX_POINTS, strict=True)]
     t: Annotated[int, Field(ge=0, le=MAX_TIME_LIMIT_MS + TIME_SLACK_MS, strict=True)]
-    guess: Annotated[str, StringConstraints(max_length=256)]
+    guess: Annotated[str, StringConstraints(max_length=256)] | None  # None: the partner answered "nothing yet"
     correct: StrictBool
     proof: Annotated[str, StringConstraints(max_length=64)] | None = None  # the server's signature on a correct answer
 
@@ -95,6 +95,8 @@ def trial_problems(trial: TrialIn, config: GameConfig) -> str | None:
             return f"partner[{i}].n_points: {answer.n_points} is more than the trial's {len(trial.points)} points"
         if answer.t > trial.duration_ms + TIME_SLACK_MS:
             return f"partner[{i}].t: {answer.t} ms is after the trial's end ({trial.duration_ms} ms)"
+        if answer.correct and answer.guess is None:
+            return f"partner[{i}].guess: a correct answer names a category, got null (\"nothing yet\")"
     if trial.outcome == "recognized" and not any(a.correct for a in trial.partner):
         return "outcome: 'recognized' needs a correct partner answer"
     if trial.outcome != "recognized" and trial.score != 0:

@@ -6,7 +6,8 @@ A stimuli directory (written by `prepare_stimuli`, read by `load_stimuli`):
                             "stimuli": [{"id", "category", "category_index", "source_index", "exemplar",
                                          "file"}, ...],
                             "practice": [same fields], "dataset": {...}, "critic": {...},
-                            "partner_check": {...} (see `partner_check`), "provenance"}
+                            "partner_check": {...} (see `partner_check`; a null guess is "nothing yet"),
+                            "provenance"}
     images/<id>.png        white drawing on black, upsampled to canvas_size x canvas_size
     partner/critic/        the ProtoNet critic (drawgap.critics save format)
     partner/support.npz    embeddings float32 [C, D]: the critic's embedding of each category's exemplar
@@ -270,13 +271,17 @@ def prepare_stimuli(dataset: str | os.PathLike | Dataset, out: str | os.PathLike
 
 def partner_check(partner, images: np.ndarray, categories: list[str], exemplar: list[bool]) -> dict:
     """What the partner answers before anyone plays: its top-1 on the fully revealed stimuli (exemplars apart: they
-    sit on their own prototypes) and its answer on a blank canvas, i.e. before any ink is revealed. A partner
-    that names a category on a blank canvas calls every trial of that category recognized at once."""
-    correct = np.array([g.correct for g in partner.guess(images, categories)])
+    sit on their own prototypes), how many of those it answers "nothing yet" (never recognized, however much is
+    revealed), and its answer on a blank canvas, i.e. before any ink is revealed: "nothing yet" (`guess` null)
+    with this partner; a partner that names a category there calls every trial of that category recognized at
+    once."""
+    guesses = partner.guess(images, categories)
+    correct = np.array([g.correct for g in guesses])
     exemplar = np.asarray(exemplar, dtype=bool)
     blank = partner.guess(np.zeros((1, *images.shape[1:]), np.uint8), [""])[0]
     return {"fully_revealed_correct": int(correct.sum()), "stimuli": len(correct),
             "exemplars_correct": int(correct[exemplar].sum()), "exemplars": int(exemplar.sum()),
+            "fully_revealed_nothing_yet": sum(g.nothing_yet for g in guesses),
             "blank_canvas": {"guess": blank.category, "probability": round(blank.probability, 4)}}
 
 

@@ -36,8 +36,12 @@ from drawgap.clickme.stimuli import StimulusSet
 from drawgap.errors import InputError
 
 
-# Settings that change what a click means; one database holds data of one value of each.
-DATA_SHAPING = ("canvas_size", "brush_px", "time_limit_s", "sample_interval_ms", "points_per_query")
+# Settings that change what a click means (the partner's rule decides when a trial ends as recognized); one
+# database holds data of one value of each.
+DATA_SHAPING = ("canvas_size", "brush_px", "time_limit_s", "sample_interval_ms", "points_per_query",
+                "partner_nothing_yet")
+# The value of a data-shaping setting in a database made before the setting existed: the behaviour it had then.
+DATA_SHAPING_BEFORE = {"partner_nothing_yet": False}
 
 
 class StoreError(Exception):
@@ -133,11 +137,16 @@ class ClickMeStore:
             if stored is None:
                 s.add(SettingRow(key="game", value=game))
             else:
-                changed = [k for k in DATA_SHAPING if stored.value.get(k) != game[k]]
+                def stored_value(k):
+                    return stored.value.get(k, DATA_SHAPING_BEFORE.get(k))
+
+                changed = [k for k in DATA_SHAPING if stored_value(k) != game[k]]
                 if changed:
-                    was = ", ".join(f"{k}={stored.value.get(k)}" for k in changed)
-                    raise InputError(f"the database was collected with {was}: use the same settings or a new database",
-                                     field="db")
+                    was = ", ".join(f"{k}={stored_value(k)}" for k in changed)
+                    hint = " (serve --no-partner-nothing-yet: the partner without it)" \
+                        if "partner_nothing_yet" in changed and not stored_value("partner_nothing_yet") else ""
+                    raise InputError(f"the database was collected with {was}: use the same settings{hint} or a new "
+                                     "database", field="db")
                 stored.value = game
             # Every consent text a server of this database has shown, oldest first, with when it first did:
             # the consent a participant agreed to is the newest one before their `consented_at`.

@@ -66,7 +66,8 @@
       reveal by painting over them with the mouse (press the button and move).</p></div>`,
     `<div class="clickme-text"><h2>Scoring</h2>
       <p>Paint over the parts of the drawing that help <em>you</em> recognize it. Your partner guesses as you
-      paint. As soon as it names the right category you score points: the more time left, the more points.</p>
+      paint; until it has seen enough to name anything it says "nothing yet". As soon as it names the right
+      category you score points: the more time left, the more points.</p>
       <p>You have a few seconds per drawing; the bar shows the time left. If a drawing is strange or looks
       mislabelled, press <strong>Skip</strong>.</p></div>`,
     `<div class="clickme-text"><h2>Practice</h2>

@@ -5,7 +5,8 @@
  * with the mouse (or a finger). The brush is sampled every `sample_interval_ms`; when the cursor moved
  * further than half a brush since the last point, points are interpolated along the way so the painted
  * path has no gaps. Every `points_per_query` points the painted points go to the AI partner
- * (`ask_partner`), which sees only the painted squares. The trial ends when the partner names the right
+ * (`ask_partner`), which sees only the painted squares and answers a category, or null for "nothing yet"
+ * (shown as such, never correct). The trial ends when the partner names the right
  * category (score = 100 x the fraction of the time left when those points were sent), when time runs out
  * (score 0) or on Skip (score 0). Then `save` stores the trial (it retries with the same trial id until the
  * server acknowledges), and the trial's data are returned to jsPsych.
@@ -34,7 +35,7 @@ var jsPsychClickMe = (function (jspsych) {
       sample_interval_ms: { type: P.INT, default: 10 },
       points_per_query: { type: P.INT, default: 10 },
       max_points_per_trial: { type: P.INT, default: 3000 },
-      /** (points, trial_id) => Promise of {guess, correct} or null (no answer this time). */
+      /** (points, trial_id) => Promise of {guess (null: "nothing yet"), correct} or null (no answer this time). */
       ask_partner: { type: P.FUNCTION, default: undefined },
       /** (data, onStatus) => Promise resolved once the server stored the trial. */
       save: { type: P.FUNCTION, default: undefined },
@@ -140,7 +141,7 @@ var jsPsychClickMe = (function (jspsych) {
 
       // ---- painting state
       const points = []; // [x, y, t]
-      const answers = []; // {n_points, t, guess, correct[, proof]}
+      const answers = []; // {n_points, t, guess (null: "nothing yet"), correct[, proof]}
       let cursor = null;
       let painting = false;
       let queried = 0; // points already sent to the partner
@@ -200,12 +201,15 @@ var jsPsychClickMe = (function (jspsych) {
         inFlight = false;
         if (finished) return;
         if (answer) {
-          const recorded = { n_points: sent.length, t: tSent, guess: String(answer.guess), correct: !!answer.correct };
+          // guess null: the partner sees nothing it can name yet (stored as null, shown as such)
+          const guess = answer.guess === null || answer.guess === undefined ? null : String(answer.guess);
+          const recorded = { n_points: sent.length, t: tSent, guess, correct: guess !== null && !!answer.correct };
           if (answer.proof) recorded.proof = String(answer.proof); // the server's signature: returned with the trial
           answers.push(recorded);
-          partnerEl.textContent = answer.correct ? `Partner: “${answer.guess}”: recognized!` : `Partner: “${answer.guess}”?`;
-          partnerEl.classList.toggle("correct", !!answer.correct);
-          if (answer.correct) {
+          partnerEl.textContent = guess === null ? "Partner: nothing yet…"
+            : recorded.correct ? `Partner: “${guess}”: recognized!` : `Partner: “${guess}”?`;
+          partnerEl.classList.toggle("correct", recorded.correct);
+          if (recorded.correct) {
             const score = Math.round(Math.max(0, 1 - tSent / limitMs) * 1000) / 10;
             finish("recognized", score);
             return;
