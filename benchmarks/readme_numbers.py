@@ -112,6 +112,10 @@ NOT_RERUN = [
     ("the ClickMe partner's answers with and without \"nothing yet\" (the table of 250 real stimuli)", "not a CLI "
      "output: `benchmarks/clickme_partner_evidence.py` on the folder of `drawgap clickme stimuli --source "
      "../shared/data/quickdraw/simplified` (2 minutes)"),
+    ("the Omniglot guidance cloud (g = 0 to 2, 40 classes x 10, both critic pairs)", "31 minutes of sampling and "
+     "evaluating; the `drawgap sweep` and `compare` commands are printed beside the table"),
+    ("the Omniglot baselines' table and learning curves, the VAE-NS context sweeps", "hours of training; the commands "
+     "are printed beside them and in each TRAINING.md"),
 ]
 
 
