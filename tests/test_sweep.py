@@ -232,3 +232,18 @@ def test_ctrl_c_in_a_real_process_then_the_same_command_resumes(cli, files, tmp_
     record = json.loads((out / "sweep.json").read_text())
     assert record["complete"] and [v["training"]["step"] for v in record["variants"]] == [80, 80]
     assert (out / "sweep.png").is_file()
+
+
+def test_more_values_into_the_same_out_keep_the_finished_variants(cli, files, tmp_path):
+    out = tmp_path / "out"
+    args = _context_sweep(files, out)
+    assert cli(*args).code == 0
+    trained = {name: _weights(out / "runs" / name) for name in ("context=3", "context=2")}
+    more = [a if a != "context=3,2" else "context=3,2,4" for a in args]
+    r = cli(*more)
+    assert r.code == 0, r
+    assert "[1/3] context=3: trained (3 steps), skipped" in r.err and "[3/3] context=4: training" in r.err
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["values"] == [3, 2, 4] and [v["name"] for v in record["variants"]] == ["context=3", "context=2", "context=4"]
+    assert {name: _weights(out / "runs" / name) for name in trained} == trained  # not retrained
+    assert load_generator(out / "runs" / "context=4").config["context"] == 4

@@ -24,7 +24,8 @@ human reference is the first `classes` test classes, `per_exemplar` drawings eac
 Resumable: sweep.json is rewritten after every stage of every variant; rerunning the same command skips what
 is done (a finished training, a samples or metrics file already written) and resumes an interrupted training
 from its newest checkpoint (`drawgap train --resume`, exactly). A rerun with other settings into the same
-OUT is refused: its finished variants would not be comparable with the new ones.
+OUT is refused: its finished variants would not be comparable with the new ones. Other values with the same
+settings are not: a sweep extended with more values keeps its finished variants and adds the new ones.
 """
 
 from __future__ import annotations
