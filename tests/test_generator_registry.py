@@ -132,3 +132,13 @@ def test_a_tampered_shipped_weights_file_is_refused(weights_dir):
     weights.write_bytes(bytes(data))
     with pytest.raises(InputError, match="expected weights with sha256 db3109ad"):
         load_generator("strokes-ddpm")
+
+
+def test_training_notes_say_ema_weights_only_for_families_that_keep_an_ema():
+    from drawgap.models.registry import generator_notes
+
+    train = {"options": {"batch_size": 8, "lr": 0.001, "lr_schedule": None, "bf16": True, "seed": 0}}
+    with_ema = generator_notes("strokes-cfgdm", {"generator": "cfgdm", "config": {}}, train, "ab" * 32)
+    without = generator_notes("strokes-vae-ns", {"generator": "vae-ns", "config": {}}, train, "ab" * 32)
+    assert "(batch 8, lr 0.001, bf16 True, EMA weights)" in with_ema
+    assert "(batch 8, lr 0.001, bf16 True)" in without and "EMA" not in without

@@ -147,6 +147,13 @@ def _critics_used(metrics: dict) -> str:
     return ", ".join(used) or "-"
 
 
+def _uses_ema(record: dict) -> bool:
+    try:
+        return bool(generator_class(record["generator"]).uses_ema)
+    except InputError:
+        return True  # a family this installation does not have: say what the diffusion models say
+
+
 def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
                     evaluated: list[tuple[Path, dict]] = (), notes: str = "") -> str:
     """TRAINING.md of a shipped generator: what it is, how it was trained, how well it draws."""
@@ -162,7 +169,8 @@ def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
         (train.get("provenance") or {}).get("command") or "(unknown)", "```", "",
         "(rerun the same command with `--resume` to continue an interrupted run: the recipe is kept)", "",
         f"- optimizer steps: {t.get('step')} of {t.get('total_steps')} (batch {options.get('batch_size')}, "
-        f"lr {options.get('lr')} {options.get('lr_schedule')}, bf16 {options.get('bf16')}, EMA weights), "
+        f"lr {options.get('lr')}" + (f" {options['lr_schedule']}" if options.get("lr_schedule") else "")
+        + f", bf16 {options.get('bf16')}" + (", EMA weights" if _uses_ema(record) else "") + "), "
         f"epochs {t.get('epoch')}, final loss " + ("-" if t.get("loss") is None else f"{t['loss']:.4f}"),
         f"- training time: {t.get('seconds', 0) / 60:.1f} min on {t.get('processes', 1)} process(es)",
         f"- seed: {options.get('seed')}",
