@@ -874,7 +874,7 @@ app.add_typer(train_app, name="train")
 
 
 def _train_command(family):
-    """The `drawgap train FAMILY` command: --data, --out, the family's options, the loop's, --resume."""
+    """The `drawgap train FAMILY` command: --data, --out, the family's options, the loop's, --resume, --init-from."""
     import inspect
 
     from drawgap.models.training import TrainOptions
