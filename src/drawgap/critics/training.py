@@ -14,7 +14,7 @@ the same result as an uninterrupted run (bit for bit on the CPU in fp32).
 What this loop shares with the generators' (`models/training.py`) comes from `drawgap.training_core`: a
 signal is a request to stop after the current step (with a checkpoint; a second one stops at once), the
 time budget `minutes` (without `steps`, the step count is estimated from the speed after 20 timed steps;
-ProtoNet's LR steps then come from that count), the progress bar, the log file, and checkpoint files
+ProtoNet's LR steps then come from that count, never before the step of the estimate), the progress bar, the log file, and checkpoint files
 written atomically and read with `weights_only=True`. The random numbers a step draws are this loop's own,
 in the order they always were, so the shipped critics' recorded validations reproduce.
 """
@@ -424,7 +424,10 @@ class CriticTrainer:
         c.steps = max(estimate, step)
         self._log({"event": "steps estimated", "step": step, "steps": c.steps, "minutes": c.minutes})
         if self.lr_step_pending_:
-            c.lr_step = max(1, c.steps // 4)
+            # a quarter of the run, but never before the step it is estimated at: a halving that fell due earlier
+            # could not be applied to the steps already taken, and the recorded command (--lr-step) could not
+            # reproduce the run (a very short --minutes on a slow machine)
+            c.lr_step = max(step, c.steps // 4)
             self._set_lr_step(step)
         if bar is not None:
             bar.total = c.steps
