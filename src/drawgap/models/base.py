@@ -232,12 +232,18 @@ class Generator(nn.Module, ABC):
             model = cls(**record["config"])
         except (TypeError, ValueError) as exc:
             raise InputError(f"config does not build a {cls.name or 'generator'} ({exc})", path=directory / CONFIG_FILE, field="config") from None
-        weights = directory / WEIGHTS_FILE
+        model.load_weights_of(directory, record, map_location)
+        return model.to(map_location).eval()
+
+    def load_weights_of(self, directory: str | os.PathLike, record: dict, map_location: str | torch.device = "cpu") -> None:
+        """Load the weights of the run directory whose generator.json is `record` into this generator, checked
+        against the recorded sha256; a copy exported for sampling may lack the `training_only_prefixes` tensors,
+        which then keep their values (float16 copies load into float32 modules)."""
+        weights = Path(directory) / WEIGHTS_FILE
         state = read_weights(weights, map_location, record.get("weights_sha256"), CONFIG_FILE,
                              missing="no such file (the run directory holds no trained weights)")
-        optional = cls.training_only_prefixes if record.get("weights_content") == "sampling" else ()
-        load_weights(model, state, weights, optional_prefixes=optional)
-        return model.to(map_location).eval()
+        optional = self.training_only_prefixes if record.get("weights_content") == "sampling" else ()
+        load_weights(self, state, weights, optional_prefixes=optional)
 
 
 def read_generator_record(directory: str | os.PathLike) -> dict:

@@ -530,6 +530,7 @@ def run_training(
                              "overwrites it; choose a new --out", path=out, field="generator")
     if resume and init_from is not None:
         raise InputError("--init-from starts a new run and --resume continues one; give one of them", field="--init-from")
+    origin = None  # where a new run's weights come from (--init-from), for train.json
     if resume:
         record = read_generator_record(out)
         if record["generator"] != name:
@@ -547,54 +548,39 @@ def run_training(
         opts = TrainOptions(**loop_given)
         family_opts = family.Options(**family_given)
         config = {**family.config_from_options(family_opts, dataset.image_size), **(generator_config or {})}
-        origin = None
+        source = None
         if init_from is not None:
-            config, origin = _initial_config(family, init_from, config, model_given=given_model_options(family, family_given))
+            directory, source = _init_source(family, init_from, config, given=family_given)
+            config = dict(source["config"])
         generator = create_generator(name, seed=opts.seed, **config)
-        if origin is not None:
-            _load_initial_weights(generator, origin)
+        if source is not None:
+            generator.load_weights_of(directory, source)
+            origin = {"source": str(init_from), "generator": source["generator"], "weights_sha256": source.get("weights_sha256"),
+                      "weights_storage": source.get("weights_storage", "float32")}
     return train(generator, dataset, out, opts, family_options=family_opts, resume=resume, progress=progress,
-                 dataset_info=info, init_from=None if init_from is None else origin["record"])
+                 dataset_info=info, init_from=origin)
 
 
-def given_model_options(family, family_given: dict) -> dict:
-    """The given options that shape the network (declared with `model=True`)."""
-    return {k: v for k, v in family_given.items() if k in model_fields(family.Options)}
-
-
-def _initial_config(family, source, config: dict, model_given: dict) -> tuple[dict, dict]:
-    """The network of `source` (a generator of `family`): its config, checked against the given model options
-    and the data's image size, and where its weights are."""
+def _init_source(family, init_from, config: dict, given: dict) -> tuple[Path, dict]:
+    """The run directory and generator.json of `--init-from`, checked: the same family, the given options that
+    shape the network (`model=True`) and the data's image size equal to its."""
     from drawgap.models.base import read_generator_record
     from drawgap.models.registry import resolve_run_dir
 
-    directory = resolve_run_dir(source)
+    directory = resolve_run_dir(init_from)
     record = read_generator_record(directory)
     if record["generator"] != family.name:
         raise InputError(f"holds a {record['generator']} generator: `drawgap train {family.name} --init-from` needs a "
                          f"{family.name} one", path=directory, field="--init-from")
     source_config = record["config"]
-    for key in model_given:  # config holds the given value (built from the options), source_config the network's
+    for key in set(given) & model_fields(family.Options):  # config holds the given value, source_config the network's
         if key in config and source_config.get(key) != config[key]:
             raise InputError(f"the network comes from --init-from, whose {key} is {source_config.get(key)!r}; got {config[key]!r}",
                              field=f"--{key.replace('_', '-')}")
     if source_config.get("image_size") != config["image_size"]:
         raise InputError(f"draws {source_config.get('image_size')} px drawings; the training data are {config['image_size']} px",
                          path=directory, field="--init-from")
-    origin = {"source": str(source), "generator": record["generator"], "weights_sha256": record.get("weights_sha256"),
-              "weights_storage": record.get("weights_storage", "float32")}
-    return dict(source_config), {"directory": directory, "record": origin, "content": record.get("weights_content")}
-
-
-def _load_initial_weights(generator, origin: dict) -> None:
-    from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE
-    from drawgap.weights import load_weights, read_weights
-
-    path = origin["directory"] / WEIGHTS_FILE
-    state = read_weights(path, "cpu", origin["record"]["weights_sha256"], CONFIG_FILE)
-    optional = generator.training_only_prefixes if origin["content"] == "sampling" else ()
-    # float16 exports load into the float32 modules (load_state_dict copies with a cast)
-    load_weights(generator, state, path, optional_prefixes=optional)
+    return directory, record
 
 
 def _saved_options(run_dir: Path) -> dict:
