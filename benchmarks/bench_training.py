@@ -16,8 +16,10 @@ it natively):
   of the step rate's items when the compute is faster than that. For the critics: drawings per second of the
   step's own input (SimCLR: the batch's indices, gather and two augmented views; ProtoNet: the episode).
 Drawings per step: the drawings a step trains on (FSDM, VAE-NS: sets x set size; ProtoNet: ways x (1 +
-queries); SimCLR: the batch, each drawing seen as two views). Medians of --repeats timings of --steps steps
-each, after --warmup steps. Prints one table; nothing is written.
+queries); SimCLR: the batch, each drawing seen as two views). On a CPU the process's malloc keeps freed
+memory, as both training loops set it (`training_core.keep_freed_memory`); `--default-malloc` times glibc's
+default instead (the loops before it, for A/B runs). Medians of --repeats timings of --steps steps each,
+after --warmup steps. Prints one table; nothing is written.
 
     python benchmarks/bench_training.py                          # this machine's CPU, 2 threads
     python benchmarks/bench_training.py --device cuda --steps 50 # a GPU
@@ -37,6 +39,7 @@ from drawgap.data.strokes import StrokesConfig, build_strokes
 from drawgap.importance.diffusion_maps import resolve_precision
 from drawgap.models.registry import create_generator, generator_class
 from drawgap.models.training import TrainState
+from drawgap.training_core import keep_freed_memory
 
 # (family, preset, batch) of the shipped recipes (models/weights/omniglot-*/train.json, critics/weights/
 # omniglot-*/TRAINING.md): the lean diffusion models and FSDM (sets of 5) at batch 32, VAE-STN 32, VAE-NS 8
@@ -225,11 +228,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps (cycles) before the timings")
     ap.add_argument("--precisions", default=None, help="fp32,bf16 [both where bf16 is native, else fp32]")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="glibc's default malloc settings instead of the training loops' keep_freed_memory (A/B)")
     ap.add_argument("--configs", default=",".join(f"{f}:{p}:{b}" for f, p, b in CONFIGS),
                     help="family:preset:batch, comma-separated (critics: simclr:ARCH:BATCH, protonet:ARCH:WAYS)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    kept = device.type == "cpu" and not args.default_malloc and keep_freed_memory()
     specs = [(f, p, int(b)) for f, p, b in (spec.split(":") for spec in args.configs.split(","))]
     dataset = build_strokes(StrokesConfig(n_classes=40, per_class=20, seed=0))["train"]
     if any(f in CRITICS for f, _, _ in specs):  # 60-way episodes need 60 training classes
@@ -237,7 +243,8 @@ def main() -> None:
     native = ["fp32", "bf16"] if resolve_precision("auto", device) == "bf16" else ["fp32"]
     precisions = args.precisions.split(",") if args.precisions else native
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; torch {torch.__version__}; medians of {args.repeats} x {args.steps} steps")
+    print(f"device: {name}; torch {torch.__version__}; medians of {args.repeats} x {args.steps} steps; "
+          f"malloc {'keeps freed memory' if kept else 'default'}")
     peak = {p: matmul_tflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     print("matmul rate: " + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peak.items()), flush=True)
     print(f"{'family':<8} {'preset':<8} {'batch':>5} {'prec':<5} {'steps/s':>8} {'drawings/s':>11} "

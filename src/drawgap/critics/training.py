@@ -42,7 +42,8 @@ from drawgap.critics.validation import acceptance_metrics
 from drawgap.data.episodes import ExemplarEpisodes
 from drawgap.data.formats import Dataset, read_dataset
 from drawgap.errors import InputError
-from drawgap.training_core import StopRequest, TimeBudget, append_log, load_checkpoint_file, progress_bar, save_checkpoint_file
+from drawgap.training_core import (StopRequest, TimeBudget, append_log, keep_freed_memory, load_checkpoint_file, progress_bar,
+                                   save_checkpoint_file)
 from drawgap.weights import file_sha256
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -265,6 +266,8 @@ class CriticTrainer:
         torch.set_num_threads(c.threads)
         torch.manual_seed(c.seed)
         self.device = torch.device(c.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step's activations are reused, not page-faulted in again (1.6-2x)
 
         self.dataset_ = read_dataset(self.data)
         self.data_hash_ = file_sha256(self.data)
