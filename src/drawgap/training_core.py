@@ -94,10 +94,11 @@ def keep_freed_memory() -> bool:
     step make activations of 35 to 110 MB, 1.1 M page faults and 3.6 s of system time per 9.2 s fp32 step at
     batch 32. Memory that is kept is reused without faults once the heap has settled (a few steps); the peak
     memory barely moves (FSDM bf16: 2.10 GB against 2.01 GB), it is only not given back before the process
-    ends. `benchmarks/bench_training.py --threads 1` against `--default-malloc`, two interleaved pairs on a
-    loaded 2-core machine, steps/s default -> kept (the ratio to the FLOP bound):
+    ends. `benchmarks/bench_training.py --threads 1` against `--default-malloc`, interleaved pairs on a
+    loaded 2-core machine (three for FSDM, medians; two for the rest, ranges), steps/s default -> kept (the
+    ratio to the FLOP bound):
 
-        FSDM batch 32 fp32      0.10 -> 0.17  (2.7x -> 1.7x)     bf16  0.23-0.26 -> 0.31  (2.3x -> 1.8x)
+        FSDM batch 32 fp32      0.10 -> 0.17  (2.7x -> 1.6x)     bf16  0.25 -> 0.31  (2.3x -> 1.8x)
         SimCLR batch 256 fp32   0.25-0.28 -> 0.45-0.55           bf16  0.64-0.65 -> 1.12-1.28
         ProtoNet 60-way fp32    0.40-0.41 -> 0.60-0.80           bf16  1.02-1.05 -> 1.87
         VAE-NS 8 sets fp32      0.61-0.72 -> 0.76-0.81           bf16  1.16-1.23 -> 1.31-1.35
