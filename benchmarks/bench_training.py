@@ -87,7 +87,7 @@ class GeneratorStep:
         self.gen.train()
 
     def set_precision(self, prec: str) -> None:
-        pass
+        """Nothing to do: the generators' loop trains one layout at either precision (autocast does the rest)."""
 
     def __call__(self) -> None:
         self.gen.training_step(self.batch, self.run)
