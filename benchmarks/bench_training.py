@@ -1,15 +1,25 @@
-"""Training speed of the generator families, and of the input pipeline that feeds them.
+"""Training speed of every shipped family's training step and of the critics', and of the input that feeds them.
 
-For each configuration (family, denoiser preset, batch size) and precision (fp32; bf16 autocast where the
-device runs it natively):
+For each configuration (family, preset, batch size) and precision (fp32; bf16 autocast where the device runs
+it natively):
 - compute: optimizer steps per second and drawings per second of the family's own training step
-  (`Generator.training_step`: forward, loss, backward, Adam) on a batch already on the device;
-- the FLOP bound: the step's FLOPs (FlopCounterMode: forward, backward) over the device's measured
-  matrix-multiply rate at that precision, and the ratio of the measured step time to it;
+  (`Generator.training_step` with the optimizers of its `configure_optimizers`: forward, loss, backward,
+  optimizer step) on a batch already on the device. A DA-GAN loop step is one critic step and every
+  `n_critic`-th (5th) also a generator step: it is timed over whole cycles of `n_critic` loop steps and
+  reported per loop step (the unit of `--steps` and of its log). A critic's step is `CriticTrainer`'s
+  (`critics.training.critic_loss`, backward, optimizer step; SimCLR's augmentation included);
+- the FLOP bound: the FLOPs of the same step (FlopCounterMode over the whole step, a DA-GAN's cycle
+  averaged per loop step, its gradient penalty's double backward included) over the device's matrix-multiply
+  rate measured in the same run at that precision, and the ratio of the measured step time to it;
 - input: how many training items per second the family's training set produces in one process (what the
-  training loop's DataLoader, without worker processes, delivers), the ceiling of drawings per second when
-  the compute is faster than that.
-Medians of --repeats timings of --steps steps each. Prints one table; nothing is written.
+  training loop's DataLoader, without worker processes, delivers; FSDM and VAE-NS items are sets), the ceiling
+  of the step rate's items when the compute is faster than that. For the critics: drawings per second of the
+  step's own input (SimCLR: the batch's indices, gather and two augmented views; ProtoNet: the episode).
+Drawings per step: the drawings a step trains on (FSDM, VAE-NS: sets x set size; ProtoNet: ways x (1 +
+queries); SimCLR: the batch, each drawing seen as two views). On a CPU the process's malloc keeps freed
+memory, as both training loops set it (`training_core.keep_freed_memory`); `--default-malloc` times glibc's
+default instead (the loops before it, for A/B runs). Medians of --repeats timings of --steps steps each,
+after --warmup steps. Prints one table; nothing is written.
 
     python benchmarks/bench_training.py                          # this machine's CPU, 2 threads
     python benchmarks/bench_training.py --device cuda --steps 50 # a GPU
@@ -18,6 +28,7 @@ Medians of --repeats timings of --steps steps each. Prints one table; nothing is
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -27,23 +38,126 @@ from torch.utils.flop_counter import FlopCounterMode
 from drawgap.data.strokes import StrokesConfig, build_strokes
 from drawgap.importance.diffusion_maps import resolve_precision
 from drawgap.models.registry import create_generator, generator_class
+from drawgap.models.training import TrainState
+from drawgap.training_core import keep_freed_memory
 
-# (family, preset, batch): the shipped recipes (lean default, batch 32; FSDM sets of 5, batch 32) and the
-# paper's (ConvNeXt U-Net, batch 128)
-CONFIGS = [("cfgdm", "default", 32), ("ddpm", "default", 32), ("fsdm", "default", 32), ("cfgdm", "paper", 128)]
+# (family, preset, batch) of the shipped recipes (models/weights/omniglot-*/train.json, critics/weights/
+# omniglot-*/TRAINING.md): the lean diffusion models and FSDM (sets of 5) at batch 32, VAE-STN 32, VAE-NS 8
+# sets of 10, the DA-GANs 16; SimCLR batch 256 and ProtoNet 60-way 5-query episodes at 50 px ("omniglot" arch);
+# and the paper's diffusion recipe (ConvNeXt U-Net, batch 128). The baselines have no presets: "default" is
+# their options' defaults, the shipped configs. A critic's preset is its arch, its batch the ways for ProtoNet.
+CONFIGS = [("cfgdm", "default", 32), ("ddpm", "default", 32), ("fsdm", "default", 32), ("vae-stn", "default", 32),
+           ("vae-ns", "default", 8), ("dagan-un", "default", 16), ("dagan-rn", "default", 16),
+           ("simclr", "omniglot", 256), ("protonet", "omniglot", 60), ("cfgdm", "paper", 128)]
+CRITICS = ("simclr", "protonet")
 
 
 class _Run:
     """The part of the training loop's StepRun a family's training_step uses, without accelerate."""
 
-    def __init__(self, model, optimizers, autocast):
-        self.model, self.optimizers, self.autocast = model, optimizers, autocast
+    def __init__(self, model, optimizers, state):
+        self.model, self.optimizers, self.state = model, optimizers, state
 
     def backward(self, loss):
         loss.backward()
 
     def clip_grad_norm_(self, parameters, max_norm):
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+class GeneratorStep:
+    """One loop step of a generator family: `training_step` with its own optimizers, the loop's step counter."""
+
+    def __init__(self, family: str, preset: str, batch_size: int, dataset, device):
+        cls = generator_class(family)
+        has_presets = "preset" in cls.Options.__dataclass_fields__
+        if preset != "default" and not has_presets:
+            raise SystemExit(f"{family} has no presets; use {family}:default:BATCH")
+        options = cls.Options(preset=preset) if has_presets else cls.Options()
+        self.gen = create_generator(family, seed=0, **cls.config_from_options(options, dataset.image_size)).to(device)
+        self.state = TrainState()
+        optimizers, _ = self.gen.configure_optimizers(options, self.state)
+        self.run = _Run(self.gen, optimizers, self.state)
+        self.training_set = self.gen.training_set(dataset, seed=0)
+        items = torch.utils.data.default_collate([self.training_set[i] for i in range(batch_size)])
+        self.batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in items.items()}
+        drawings = self.batch[self.gen.class_keys[0]]  # [B, 1, H, W] drawings or [B, K, 1, H, W] sets
+        self.drawings = drawings.numel() // drawings.shape[-1] // drawings.shape[-2]
+        self.cycle = getattr(self.gen, "n_critic", 1)  # a DA-GAN's generator steps once per n_critic loop steps
+        self.gen.train()
+
+    def set_precision(self, prec: str) -> None:
+        """Nothing to do: the generators' loop trains one layout at either precision (autocast does the rest)."""
+
+    def __call__(self) -> None:
+        self.gen.training_step(self.batch, self.run)
+        self.state.step += 1
+
+    def input_rate(self, n=2000) -> float:
+        """Training items per second from the family's training set in this process (the loop's DataLoader)."""
+        loader = torch.utils.data.DataLoader(self.training_set, batch_size=128, shuffle=True, drop_last=True,
+                                             generator=torch.Generator().manual_seed(0))
+        t0, count = time.perf_counter(), 0
+        for batch in loader:
+            count += len(next(iter(batch.values())))
+            if count >= n:
+                break
+        return count / (time.perf_counter() - t0)
+
+
+class CriticStep:
+    """One step of `CriticTrainer`: `critic_loss`, zero_grad, backward, the kind's optimizer (no schedule)."""
+
+    def __init__(self, kind: str, arch: str, batch_size: int, dataset, device):
+        from drawgap.critics.augment import SimCLRAugment
+        from drawgap.critics.registry import build_critic
+        from drawgap.critics.training import TrainConfig
+        from drawgap.data.episodes import ExemplarEpisodes
+
+        size = {"simclr": "batch_size", "protonet": "ways"}[kind]
+        self.config = TrainConfig(kind=kind, arch=arch, **{size: batch_size}).resolved()
+        self.critic = build_critic({"kind": kind, "arch": arch, "threshold": self.config.threshold}).to(device)
+        self.images = self.critic.prepare(dataset.images).to(torch.uint8).to(device)
+        if kind == "simclr":
+            self.source = SimCLRAugment(self.critic.image_size, self.config.strength, self.config.threshold)
+            self.drawings = batch_size
+        else:
+            self.source = ExemplarEpisodes(dataset.labels, dataset.exemplars, self.config.ways, self.config.queries)
+            self.drawings = self.config.ways * (1 + self.config.queries)
+        opt = torch.optim.RMSprop if self.config.optimizer == "rmsprop" else torch.optim.Adam
+        self.optimizer = opt(self.critic.parameters(), lr=self.config.lr)
+        self.step, self.cycle = 0, 1
+        self.critic.train()
+
+    def set_precision(self, prec: str) -> None:
+        """bf16 trains a channels-last critic, fp32 a contiguous one, as `CriticTrainer` does."""
+        self.config.bf16 = prec == "bf16"
+        self.critic.to(memory_format=torch.channels_last if self.config.bf16 else torch.contiguous_format)
+
+    def __call__(self) -> None:
+        from drawgap.critics.training import critic_loss
+
+        loss = critic_loss(self.critic, self.config, self.images, self.step, self.source)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+
+    def input_rate(self, n=2000) -> float:
+        """Drawings per second of the step's input alone (batch indices, gather, SimCLR's two views)."""
+        from drawgap.critics.training import simclr_batch
+
+        t0, count, step = time.perf_counter(), 0, 0
+        while count < n:
+            if self.config.kind == "simclr":
+                idx = torch.as_tensor(simclr_batch(step, len(self.images), self.config.batch_size, 0))
+                x = self.images[idx].float()
+                torch.cat([self.source(x), self.source(x)])
+            else:
+                ep = self.source.episode(step)
+                self.images[torch.as_tensor([*ep.support, *ep.queries])].float()
+            count, step = count + self.drawings, step + 1
+        return count / (time.perf_counter() - t0)
 
 
 def _sync(device):
@@ -64,56 +178,46 @@ def matmul_tflops(device, dtype, n=4096, repeats=5) -> float:
     return 2 * n**3 / best / 1e12
 
 
-def build(family, preset, image_size, device):
-    cls = generator_class(family)
-    config = cls.config_from_options(cls.Options(preset=preset), image_size)
-    return create_generator(family, seed=0, **config).to(device)
+class _NoModuleTracker:
+    """Counts every op under "Global" only. FlopCounterMode's own ModuleTracker hooks the backward of module
+    inputs, which fails inside `torch.autograd.grad` on a leaf (a DA-GAN's gradient penalty)."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
 
 
-def batch_of(gen, dataset, batch_size, device):
-    items = gen.training_set(dataset, seed=0)
-    batch = torch.utils.data.default_collate([items[i] for i in range(batch_size)])
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+def step_flops(step, autocast) -> float:
+    """FLOPs per loop step, counted over one whole cycle of steps (a DA-GAN's n_critic)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModuleTracker()
+    with counter:
+        for _ in range(step.cycle):
+            with autocast():
+                step()
+    return float(counter.get_total_flops()) / step.cycle
 
 
-def step_flops(gen, batch, autocast) -> float:
-    with FlopCounterMode(display=False) as counter, autocast():
-        loss = gen(batch)
-        loss.backward()
-    gen.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
-
-
-def time_steps(gen, batch, steps, repeats, autocast, device) -> list[float]:
-    optimizer = torch.optim.Adam(gen.parameters(), lr=1e-4)
-    run = _Run(gen, [optimizer], autocast)
-    gen.train()
-    for _ in range(3):  # warm-up (cuDNN autotuning, oneDNN primitives)
+def time_steps(step, steps, repeats, warmup, autocast, device) -> list[float]:
+    """Seconds per loop step, `repeats` times over `steps` steps (rounded up to whole cycles)."""
+    steps = math.ceil(steps / step.cycle) * step.cycle
+    for _ in range(warmup * step.cycle):  # warm-up (cuDNN autotuning, oneDNN primitives)
         with autocast():
-            gen.training_step(batch, run)
+            step()
     times = []
     for _ in range(repeats):
         _sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             with autocast():
-                gen.training_step(batch, run)
+                step()
         _sync(device)
         times.append((time.perf_counter() - t0) / steps)
     return times
-
-
-def input_rate(gen, dataset, n=2000) -> float:
-    """Training items per second from the family's training set in this process (the loop's DataLoader)."""
-    items = gen.training_set(dataset, seed=0)
-    loader = torch.utils.data.DataLoader(items, batch_size=128, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(0))
-    t0, count = time.perf_counter(), 0
-    for batch in loader:
-        count += len(next(iter(batch.values())))
-        if count >= n:
-            break
-    return count / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -122,35 +226,45 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps (cycles) before the timings")
+    ap.add_argument("--precisions", default=None, help="fp32,bf16 [both where bf16 is native, else fp32]")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="glibc's default malloc settings instead of the training loops' keep_freed_memory (A/B)")
     ap.add_argument("--configs", default=",".join(f"{f}:{p}:{b}" for f, p, b in CONFIGS),
-                    help="family:preset:batch, comma-separated")
+                    help="family:preset:batch, comma-separated (critics: simclr:ARCH:BATCH, protonet:ARCH:WAYS)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    kept = device.type == "cpu" and not args.default_malloc and keep_freed_memory()
+    specs = [(f, p, int(b)) for f, p, b in (spec.split(":") for spec in args.configs.split(","))]
     dataset = build_strokes(StrokesConfig(n_classes=40, per_class=20, seed=0))["train"]
-    precisions = ["fp32", "bf16"] if resolve_precision("auto", device) == "bf16" else ["fp32"]
+    if any(f in CRITICS for f, _, _ in specs):  # 60-way episodes need 60 training classes
+        critic_data = build_strokes(StrokesConfig(n_classes=80, per_class=20, seed=0))["train"]
+    native = ["fp32", "bf16"] if resolve_precision("auto", device) == "bf16" else ["fp32"]
+    precisions = args.precisions.split(",") if args.precisions else native
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; torch {torch.__version__}; medians of {args.repeats} x {args.steps} steps")
+    print(f"device: {name}; torch {torch.__version__}; medians of {args.repeats} x {args.steps} steps; "
+          f"malloc {'keeps freed memory' if kept else 'default'}")
     peak = {p: matmul_tflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
-    print("matmul rate: " + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peak.items()))
-    print(f"{'family':<7} {'preset':<8} {'batch':>5} {'prec':<5} {'steps/s':>8} {'drawings/s':>11} "
-          f"{'GFLOP/step':>10} {'x bound':>8} {'input items/s':>13}")
-    for spec in args.configs.split(","):
-        family, preset, batch_size = spec.split(":")
-        batch_size = int(batch_size)
-        gen = build(family, preset, dataset.image_size, device)
-        batch = batch_of(gen, dataset, batch_size, device)
-        items = input_rate(gen, dataset)
+    print("matmul rate: " + ", ".join(f"{p} {v:.2f} TFLOP/s" for p, v in peak.items()), flush=True)
+    print(f"{'family':<8} {'preset':<8} {'batch':>5} {'prec':<5} {'steps/s':>8} {'drawings/s':>11} "
+          f"{'GFLOP/step':>10} {'x bound':>8} {'input items/s':>13}", flush=True)
+    for family, preset, batch_size in specs:
+        if family in CRITICS:
+            step = CriticStep(family, preset, batch_size, critic_data, device)
+        else:
+            step = GeneratorStep(family, preset, batch_size, dataset, device)
+        items = step.input_rate()
         for prec in precisions:
             def autocast(prec=prec):
                 return torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
-            flops = step_flops(gen, batch, autocast)
-            per_step = statistics.median(time_steps(gen, batch, args.steps, args.repeats, autocast, device))
-            drawings = batch_size * gen.config.get("set_size", 1)  # FSDM: sets of set_size drawings
+            step.set_precision(prec)
+            flops = step_flops(step, autocast)
+            per_step = statistics.median(time_steps(step, args.steps, args.repeats, args.warmup, autocast, device))
             bound = flops / (peak[prec] * 1e12)
-            print(f"{family:<7} {preset:<8} {batch_size:>5} {prec:<5} {1 / per_step:>8.2f} {drawings / per_step:>11.0f} "
-                  f"{flops / 1e9:>10.2f} {per_step / bound:>8.1f} {items:>13.0f}")
-        del gen, batch
+            print(f"{family:<8} {preset:<8} {batch_size:>5} {prec:<5} {1 / per_step:>8.2f} {step.drawings / per_step:>11.0f} "
+                  f"{flops / 1e9:>10.2f} {per_step / bound:>8.1f} {items:>13.0f}", flush=True)
+        del step
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -17,6 +17,8 @@ drawgap picks accelerate's CPU backend, gloo, so that command runs N CPU process
   1 - (1 + step)^-3/4, capped at 0.9999), saved as the run's generator: the paper used none, but averaged
   weights sample better after short CPU trainings.
 - Mixed precision bf16 with `bf16=True` (autocast; weights, optimizer and EMA stay in float32).
+- On a CPU, the process's malloc keeps freed memory (`training_core.keep_freed_memory`), so each step's
+  activations reuse the last step's pages instead of page-faulting fresh ones in.
 - Checkpoints every N steps and when stopped by SIGINT/SIGTERM or the time budget, each written into a
   temporary directory that is renamed into `checkpoints/step_XXXXXXXX` once complete, so the newest
   checkpoint directory is always whole. `resume=True` reloads model, EMA, optimizer and step and continues
@@ -56,7 +58,7 @@ from drawgap.models.checkpoint_state import load_checkpoint, remove_stale_checkp
 from drawgap.models.class_augment import augment_class
 from drawgap.options import given, model_fields, option
 from drawgap.provenance import provenance
-from drawgap.training_core import StopRequest, TimeBudget, append_log, progress_bar
+from drawgap.training_core import StopRequest, TimeBudget, append_log, keep_freed_memory, progress_bar
 
 CHECKPOINTS = "checkpoints"
 
@@ -224,6 +226,8 @@ def train(
     )
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # each step's activations are reused, not page-faulted in again (FSDM fp32: 1.7x)
 
     train_set = generator.training_set(dataset, seed=options.seed)
     order = EpochPermutation(len(train_set), options.seed)

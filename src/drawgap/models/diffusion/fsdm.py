@@ -136,7 +136,7 @@ class FSDM(DiffusionFamily):
         return ClassSets(dataset, self.config["set_size"], seed)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        sets = batch["sets"]  # [B, K, 1, H, W]
+        sets = batch["sets"]  # [B, K, 1, H, W]; NCHW once flattened (channels-last trains slower in bf16, see `channels_last`)
         k = sets.shape[1]
         ctx = self.context(sets).repeat_interleave(k, dim=0)
         x0 = sets.flatten(0, 1)

@@ -10,7 +10,8 @@ Sampling: `sample(exemplars, n, seed=, guidance=, sampler=, steps=, batch_size=)
 paper, eps = (1 + g) eps_cond - g eps_null (diffusers' guidance_scale = g + 1, see `guidance.py`). The
 sampler output is continuous and unclipped during the loop, as in [DAA]; the returned drawings are clamped
 to [0, 1] (the critics binarise them anyway). Sampling runs the network in channels-last layout
-(`channels_last`: about 1.2x faster on a CPU, the same drawings up to float rounding); training stays NCHW.
+(`channels_last`: about 1.2x faster on a CPU, the same drawings up to float rounding); training stays NCHW
+(channels-last trains slower in bf16 on the CPU, see `channels_last`).
 """
 
 from __future__ import annotations
