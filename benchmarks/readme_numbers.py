@@ -82,12 +82,11 @@ def groups(omniglot: Path) -> list[Group]:
         Group("demo", ["drawgap demo --out demo"], demo),
         Group("strokes-cfgdm", [
             "drawgap data strokes --out strokes",
-            "drawgap sample strokes-cfgdm --exemplars strokes/test.npz --per-exemplar 10 --guidance 0,2 --sampler dpm++ "
+            "drawgap sample strokes-cfgdm --exemplars strokes/test.npz --per-exemplar 10 --guidance 0,1,2 --sampler dpm++ "
             "--steps 20 --seed 0 --batch-size 64 --out strokes_samples",
-            "drawgap evaluate strokes_samples/cfgdm_g0.npz --critics strokes --out cfgdm_g0.json",
-            "drawgap evaluate strokes_samples/cfgdm_g2.npz --critics strokes --out cfgdm_g2.json",
-        ], [Row("strokes-cfgdm g = 0 (60 x 10, dpm++ 20 steps)", "cfgdm_g0.json", SYSTEM_COLUMNS),
-            Row("strokes-cfgdm g = 2 (60 x 10, dpm++ 20 steps)", "cfgdm_g2.json", SYSTEM_COLUMNS)], slow=True),
+            *(f"drawgap evaluate strokes_samples/cfgdm_g{g}.npz --critics strokes --out cfgdm_g{g}.json" for g in (0, 1, 2)),
+        ], [Row(f"strokes-cfgdm g = {g} (60 x 10, dpm++ 20 steps)", f"cfgdm_g{g}.json", SYSTEM_COLUMNS) for g in (0, 1, 2)],
+            slow=True),
     ]
 
 

@@ -1072,7 +1072,7 @@ def demo_cmd(
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps per generator, instead of the budget's estimate."),
     classes: int = typer.Option(20, "--classes", help="Test exemplars to draw from and evaluate (0: every test class)."),
     per_exemplar: int = typer.Option(10, "--per-exemplar", help="Drawings per exemplar (and human drawings per class)."),
-    sampler_steps: int = typer.Option(10, "--sampler-steps", help="DPM-Solver++ steps per drawing."),
+    sampler_steps: int = typer.Option(20, "--sampler-steps", help="DPM-Solver++ steps per drawing (20: clean backgrounds, see benchmarks/demo_sampler_settings.py)."),
     guidance: str = typer.Option("0,0.5,1,2", "--guidance", help="Comma-separated CFGDM guidance values."),
     queries: int = typer.Option(500, "--queries", help="Queries per class in the recognizability task list."),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
