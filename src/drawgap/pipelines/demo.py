@@ -91,8 +91,8 @@ class DemoConfig:
     classes: int = 20  # test exemplars drawn from and evaluated (0: every test class)
     per_exemplar: int = 10  # drawings per exemplar, and human drawings per class
     # DPM-Solver++ (SDE) steps. 20, not 10: with the shipped strokes CFGDM at g = 1 (demo's 20 classes x 10),
-    # 10 steps leave grey speckle away from the strokes on 1.55 % of those pixels, 20 steps on 0.27 % (humans:
-    # 0); the deterministic form at 10 steps on 25 %. `benchmarks/demo_sampler_settings.py`, README.
+    # 10 steps leave grey speckle away from the strokes on 2.42 % of those pixels, 20 steps on 0.49 % (humans:
+    # 0); the deterministic form at 10 steps on 28 %. `benchmarks/demo_sampler_settings.py`, README.
     sampler_steps: int = 20
     guidance: tuple[float, ...] = GUIDANCE
     queries: int = 500
