@@ -190,6 +190,14 @@ def test_sigint_leaves_a_readable_checkpoint_and_resume_continues(tmp_path, data
     assert r.code == 0, r.err
     assert f"step {step + 2}/{step + 2}" in r.out
     assert read_state(latest_checkpoint(run)).step == step + 2
+    # train.json keeps the first command and records each continuation after it, for TRAINING.md
+    train_record = json.loads((run / "train.json").read_text())
+    assert train_record["options"]["steps"] == 100000
+    assert [(x["at_step"], x["total_steps"]) for x in train_record["resumed"]] == [(step, step + 2)]
+    from drawgap.models.registry import generator_notes
+    from drawgap.models.base import read_generator_record
+    notes = generator_notes("strokes-cfgdm", read_generator_record(run), train_record, "0" * 64)
+    assert f"# at step {step}, to {step + 2}" in notes and notes.index("then resumed:") > notes.index("--steps 100000")
 
 
 def _free_port() -> int:

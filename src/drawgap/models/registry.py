@@ -154,6 +154,16 @@ def _uses_ema(record: dict) -> bool:
         return True  # a family this installation does not have: say what the diffusion models say
 
 
+def _resumed_lines(train: dict) -> list[str]:
+    """The invocations that continued the run (train.json's `resumed`), in order, after its first command."""
+    resumed = train.get("resumed") or []
+    if not resumed:
+        return []
+    lines = ["then resumed:", "", "```"]
+    lines += [f"{r.get('command') or '(unknown)'}   # at step {r.get('at_step')}, to {r.get('total_steps')}" for r in resumed]
+    return lines + ["```", ""]
+
+
 def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
                     evaluated: list[tuple[Path, dict]] = (), notes: str = "") -> str:
     """TRAINING.md of a shipped generator: what it is, how it was trained, how well it draws."""
@@ -167,6 +177,7 @@ def generator_notes(name: str, record: dict, train: dict, weights_sha256: str,
         f"`{json.dumps(record['config'], sort_keys=True)}`.", "",
         "## How it was trained", "", "```",
         (train.get("provenance") or {}).get("command") or "(unknown)", "```", "",
+        *_resumed_lines(train),
         "(rerun the same command with `--resume` to continue an interrupted run: the recipe is kept)", "",
         f"- optimizer steps: {t.get('step')} of {t.get('total_steps')} (batch {options.get('batch_size')}, "
         f"lr {options.get('lr')}" + (f" {options['lr_schedule']}" if options.get("lr_schedule") else "")

@@ -260,6 +260,8 @@ def train(
         for f in dataclasses.fields(TrainState):
             setattr(state, f.name, getattr(saved, f.name))
         state.total_steps = options.steps or saved.total_steps
+        if main:
+            _record_resume(run_dir, state, options)
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         recipe = {k: v for k, v in dataclasses.asdict(family_options).items() if k not in model_fields(type(family_options))}
@@ -563,6 +565,21 @@ def run_training(
                       "weights_storage": source.get("weights_storage", "float32")}
     return train(generator, dataset, out, opts, family_options=family_opts, resume=resume, progress=progress,
                  dataset_info=info, init_from=origin)
+
+
+def _record_resume(run_dir: Path, state: TrainState, options: TrainOptions) -> None:
+    """Append this invocation to train.json's `resumed` list: the first command alone does not say how a run
+    that was interrupted and continued (often with another --steps or --minutes) was made."""
+    path = run_dir / "train.json"
+    if not path.is_file():
+        return  # a run directory copied without it: nothing to add to
+    record = json.loads(path.read_text())
+    made = provenance()
+    record.setdefault("resumed", []).append({
+        "at_step": state.step, "total_steps": state.total_steps, "minutes": options.minutes,
+        "command": made["command"], "created": made["created"],
+    })
+    write_json_atomic(path, record)
 
 
 def _init_source(family, init_from, config: dict, given: dict) -> tuple[Path, dict]:
