@@ -111,7 +111,7 @@ class CriticStep:
     def __init__(self, kind: str, arch: str, batch_size: int, dataset, device):
         from drawgap.critics.augment import SimCLRAugment
         from drawgap.critics.registry import build_critic
-        from drawgap.critics.training import TrainConfig
+        from drawgap.critics.training import TrainConfig, critic_optimizer
         from drawgap.data.episodes import ExemplarEpisodes
 
         size = {"simclr": "batch_size", "protonet": "ways"}[kind]
@@ -124,8 +124,7 @@ class CriticStep:
         else:
             self.source = ExemplarEpisodes(dataset.labels, dataset.exemplars, self.config.ways, self.config.queries)
             self.drawings = self.config.ways * (1 + self.config.queries)
-        opt = torch.optim.RMSprop if self.config.optimizer == "rmsprop" else torch.optim.Adam
-        self.optimizer = opt(self.critic.parameters(), lr=self.config.lr)
+        self.optimizer = critic_optimizer(self.critic, self.config)
         self.step, self.cycle = 0, 1
         self.critic.train()
 

@@ -33,6 +33,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from drawgap.critics.augment import STRENGTHS, SimCLRAugment
 from drawgap.critics.base import Critic
 from drawgap.critics.protonet import squared_distances
@@ -184,6 +186,12 @@ def critic_loss(critic: Critic, config: TrainConfig, images: torch.Tensor, step:
         return F.cross_entropy(logits, torch.as_tensor(ep.targets, device=device))
 
 
+def critic_optimizer(critic: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The kind's optimizer over the critic's parameters (RMSprop as the reference, or Adam), no schedule."""
+    opt = torch.optim.RMSprop if config.optimizer == "rmsprop" else torch.optim.Adam
+    return opt(critic.parameters(), lr=config.lr)
+
+
 def critic_layout(x: torch.Tensor, bf16: bool) -> torch.Tensor:
     # bf16 convolutions on the CPU run about twice as fast in channels-last layout (measured).
     return x.contiguous(memory_format=torch.channels_last) if bf16 else x
@@ -304,8 +312,7 @@ class CriticTrainer:
         else:
             self.episodes_ = ExemplarEpisodes(self.dataset_.labels, self.dataset_.exemplars, c.ways, c.queries, seed=c.seed)
 
-        opt = torch.optim.RMSprop if c.optimizer == "rmsprop" else torch.optim.Adam
-        self.optimizer_ = opt(critic.parameters(), lr=c.lr)
+        self.optimizer_ = critic_optimizer(critic, c)
         # ProtoNet's LR steps come from the step count: when --minutes leaves it to be estimated, the schedule
         # starts without steps and gets them with the estimate (`_set_lr_step`)
         self.lr_step_pending_ = c.kind == "protonet" and c.lr_step is None
