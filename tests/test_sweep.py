@@ -134,6 +134,33 @@ def test_sampling_sweep_samples_one_generator_per_guidance(cli, files, tmp_path)
     assert names == {"guidance=2": "cfgdm guidance=2", "guidance=0": "cfgdm guidance=0"}
 
 
+def test_learning_curve_sweep_samples_each_snapshot_of_a_run(cli, files, tmp_path):
+    from drawgap.models.training import snapshots
+
+    run = tmp_path / "cfgdm"
+    bad = cli("train", "cfgdm", "--data", files["train"], "--out", run, "--steps", "4", "--checkpoint-every", "2",
+              "--snapshot-every", "3", "--cpu")
+    assert bad.code == 2 and "snapshot_every: expected 0 or a multiple of checkpoint_every (2), got 3" in bad.err
+    assert cli("train", "cfgdm", "--data", files["train"], "--out", run, "--steps", "5", "--batch-size", "4",
+               "--widths", "8,8,8", "--checkpoint-every", "2", "--snapshot-every", "2", "--cpu").code == 0
+    kept = snapshots(run)
+    assert sorted(kept) == [2, 4]  # not 5: the last step is the run directory itself
+    assert json.loads((kept[2] / "generator.json").read_text())["training"]["step"] == 2
+    assert _weights(kept[2]) != _weights(kept[4]) != _weights(run)
+    out = tmp_path / "curve"
+    r = cli("sweep", "cfgdm", "--param", "training-step=all", "--generator", run, "--test", files["test"],
+            "--critics", files["critics"], "--out", out, "--sampler-steps", "2", *FAST)
+    assert r.code == 0, r
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["kind"] == "snapshot" and record["values"] == [2, 4, 5]
+    dirs = {v["value"]: read_samples(out / v["samples"]).meta["run"]["dir"] for v in record["variants"]}
+    assert dirs == {2: str(kept[2]), 4: str(kept[4]), 5: str(run)}
+    assert (out / "sweep.png").is_file()
+    missing = cli("sweep", "cfgdm", "--param", "training-step=3", "--generator", run, "--test", files["test"],
+                  "--critics", files["critics"], "--out", tmp_path / "c3", *FAST)
+    assert missing.code == 2 and "--param: has no snapshot of step 3 (it has 2, 4, 5)" in missing.err, missing.err
+
+
 def test_help_lists_the_families_and_what_each_can_sweep(cli):
     r = cli("sweep", "--help")
     assert r.code == 0 and all(f in r.out for f in ("vae-ns", "vae-stn", "dagan-un", "dagan-rn", "cfgdm", "ddpm", "fsdm"))

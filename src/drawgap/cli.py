@@ -964,7 +964,8 @@ def _sweep_command(family):
 
     sweep_family.__signature__ = inspect.Signature([
         opt("param", str, ..., "--param", help="The option to sweep and its values: NAME=v1,v2,... (a training option of the "
-            "family trains a variant per value; a sampling option, e.g. guidance, samples --generator per value)."),
+            "family trains a variant per value; a sampling option, e.g. guidance, samples --generator per value; "
+            "training-step=all samples each snapshot of the --generator run)."),
         opt("data", Optional[Path], None, "--data", help="Training dataset file (.npz): training options."),
         opt("test", Path, ..., "--test", help="Test dataset file (.npz): the exemplars drawn from, and the human reference."),
         opt("critics", str, ..., "--critics", help="Critic pair by prefix (e.g. strokes, omniglot), as `drawgap evaluate --critics`."),
@@ -987,7 +988,8 @@ def _sweep_command(family):
     one = typer.Typer(add_completion=False)
     one.command(name=family.name, help=f"Sweep one option of {family.name}, evaluate each variant, draw the cloud. Training "
                 f"options (a run per value, --data): {kinds['training'] or 'none'}. Sampling options (--generator sampled "
-                f"per value): {kinds['sampling'] or 'none'}.")(sweep_family)
+                f"per value): {kinds['sampling'] or 'none'}. Learning curve: --param training-step=all --generator RUN "
+                f"samples each snapshot of a run trained with --snapshot-every.")(sweep_family)
     command = typer.main.get_command(one)
     command.name = family.name
     _hide_flag_types(command)

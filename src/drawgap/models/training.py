@@ -76,6 +76,9 @@ class TrainOptions:
     seed: int = option(0, "Seed of the initial weights, data order and noise.")
     checkpoint_every: int = option(500, "Checkpoint every N steps (and on Ctrl-C / SIGTERM).")
     keep_checkpoints: int = 2
+    snapshot_every: int = option(0, "Also keep the sampling weights (EMA) of every Nth step in RUN/snapshots/step_N, for "
+                                 "learning curves (`drawgap sweep FAMILY --generator RUN --param step=all`); a multiple of "
+                                 "--checkpoint-every; 0: none.")
     augment_class: bool = option(False, "QuickDraw-FS class augmentation (SPEC.md 1.2).")
     log_every: int = 10
     calibration_steps: int = 20  # steps timed to turn `minutes` into a step count
@@ -88,6 +91,9 @@ class TrainOptions:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise InputError(f"expected a positive integer, got {v}", field=name)
+        if self.snapshot_every < 0 or (self.snapshot_every and self.snapshot_every % self.checkpoint_every):
+            raise InputError(f"expected 0 or a multiple of checkpoint_every ({self.checkpoint_every}), got {self.snapshot_every}",
+                             field="snapshot_every")
         if self.minutes is not None and not self.minutes > 0:
             raise InputError(f"expected a positive number of minutes, got {self.minutes}", field="minutes")
         return self
@@ -270,6 +276,8 @@ def train(
         write_json_atomic(run_dir / "train.json", {**record, "provenance": provenance(record, options.seed)})
     if main:
         remove_stale_checkpoint_dirs(run_dir)  # left by a run killed while saving
+        for stale in (run_dir / SNAPSHOTS).glob(".step_*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
 
     def save_checkpoint() -> None:
@@ -437,6 +445,39 @@ def _broadcast(t: torch.Tensor) -> torch.Tensor:
     return broadcast(t, from_process=0) if torch.distributed.is_available() and torch.distributed.is_initialized() else t
 
 
+SNAPSHOTS = "snapshots"
+
+
+def write_snapshot(run_dir: Path, step: int) -> Path:
+    """RUN/snapshots/step_N: a copy of the generator the run directory holds now (generator.json, its weights
+    and train.json: loadable as a run directory), through a temporary folder. Checkpoints are pruned to the
+    newest few; snapshots are the sampling weights only (no optimizer), kept for learning curves."""
+    from drawgap.models.base import CONFIG_FILE, WEIGHTS_FILE
+
+    root = run_dir / SNAPSHOTS
+    final, tmp = root / f"step_{step:08d}", root / f".step_{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in (WEIGHTS_FILE, CONFIG_FILE, "train.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, tmp / name)
+    if final.exists():  # saved again at the same step (a run stopped there, then resumed)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def snapshots(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """The complete snapshots of a run directory, by step (`--snapshot-every`)."""
+    root = Path(run_dir) / SNAPSHOTS
+    found = {}
+    for path in sorted(root.glob("step_*")) if root.is_dir() else []:
+        step = path.name[len("step_"):]
+        if path.is_dir() and step.isdigit():
+            found[int(step)] = path
+    return found
+
+
 def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, schedules: list, unwrapped: Generator,
                      options: TrainOptions, world: int) -> None:
     """Write checkpoints/step_N through a temporary directory, then the EMA generator into the run dir."""
@@ -465,6 +506,8 @@ def _save_checkpoint(accelerator, run_dir: Path, state: TrainState, ema, schedul
                        seed=options.seed)
         if ema is not None:
             ema.restore(unwrapped.parameters())
+        if options.snapshot_every and state.step % options.snapshot_every == 0:
+            write_snapshot(run_dir, state.step)
         for old in checkpoints(run_dir)[: -options.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -490,7 +533,7 @@ def _log(run_dir: Path, state: TrainState, lr: float | list[float], global_batch
 # ------------------------------------------------------------------------------------- from files (CLI)
 
 # options a resumed run may change; the others are its recipe and stay as first given
-RESUMABLE = ("steps", "minutes", "checkpoint_every", "log_every", "keep_checkpoints")
+RESUMABLE = ("steps", "minutes", "checkpoint_every", "log_every", "keep_checkpoints", "snapshot_every")
 
 
 def run_training(

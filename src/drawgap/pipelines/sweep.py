@@ -10,6 +10,9 @@ holds the training options, its `sampling_defaults` (sampler, steps, guidance) t
   directories, same loop), then samples each from the test exemplars.
 - A **sampling** option samples one trained generator (`--generator`, a run directory or a shipped name)
   once per value.
+- `training-step` (every family) is a learning curve: it samples the snapshots of one run (`--generator RUN`,
+  trained with `drawgap train --snapshot-every N`), one variant per step; `training-step=all` takes every
+  snapshot and the run's last step.
 
 Every variant's samples file is evaluated like `drawgap evaluate ... --human OUT/metrics/human.json`; the
 human reference is the first `classes` test classes, `per_exemplar` drawings each (OUT/human.npz).
@@ -100,9 +103,25 @@ def _parser(kind) -> tuple[Callable[[str], Any], str]:
     return str, "text"
 
 
+def _parse_training_step(text: str):
+    """A snapshot's step, or "all" (every snapshot of the run, and its last step)."""
+    if text.lower() == "all":
+        return "all"
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a step >= 0, got {text!r}")
+    return value
+
+
+# Every family's learning curve: its run's snapshots (`drawgap train --snapshot-every`), one variant per step.
+TRAINING_STEP = SweptOption("training_step", "training-step", "snapshot", _parse_training_step,
+                            "training steps of the run's snapshots, or all")
+
+
 def sweepable_options(family) -> dict[str, SweptOption]:
     """The options of a family a sweep can vary, by field name: its declared `Options` on the command line
-    (training) and its `sampling_defaults` (sampling)."""
+    (training), its `sampling_defaults` (sampling), and the training step of a run's snapshots (a learning
+    curve)."""
     hints = typing.get_type_hints(family.Options)
     found: dict[str, SweptOption] = {}
     for f in cli_fields(family.Options):
@@ -114,6 +133,7 @@ def sweepable_options(family) -> dict[str, SweptOption]:
             continue
         parse = _parser(type(default)) if isinstance(default, (bool, int, float)) else (_parse_number_or_text, "values")
         found[name] = SweptOption(name, name.replace("_", "-"), "sampling", *parse)
+    found.setdefault(TRAINING_STEP.name, TRAINING_STEP)
     return found
 
 
@@ -133,7 +153,7 @@ def parse_param(family, text: str) -> tuple[SweptOption, list]:
     key = name.strip().lstrip("-").replace("-", "_")
     options = sweepable_options(family)
     if key not in options:
-        by_kind = {kind: [o.flag for o in options.values() if o.kind == kind] for kind in ("training", "sampling")}
+        by_kind = {kind: [o.flag for o in options.values() if o.kind == kind] for kind in ("training", "sampling", "snapshot")}
         has = "; ".join(f"{kind}: {', '.join(flags)}" for kind, flags in by_kind.items() if flags) or "none"
         raise InputError(f"{family.name} has no option {name.strip()!r} to sweep (it has {has})", field="--param")
     option = options[key]
@@ -147,6 +167,8 @@ def parse_param(family, text: str) -> tuple[SweptOption, list]:
         except ValueError:
             raise InputError(f"expected {option.expects} for {option.flag}, got {part!r} in {values_text!r}",
                              field="--param") from None
+    if "all" in values and len(values) > 1:
+        raise InputError(f"expected all alone or a list of steps for {option.flag}, got {values_text!r}", field="--param")
     labels = [_label(v) for v in values]
     if len(set(labels)) != len(labels):
         raise InputError(f"expected distinct values, got {values_text!r}", field="--param")
@@ -242,13 +264,37 @@ def _check_config(cfg: SweepConfig):
             family.Options(**{**cfg.family_options, option.name: v})  # the family's own checks, by field
     else:
         if cfg.generator is None:
-            raise InputError(f"{option.flag} is a sampling option of {family.name}: give --generator RUN (a run directory or a "
-                             "shipped name) to sample once per value", field="--generator")
+            what = ("a learning curve: give --generator RUN (a run directory trained with --snapshot-every) to sample "
+                    "each snapshot" if option.kind == "snapshot" else
+                    f"a sampling option of {family.name}: give --generator RUN (a run directory or a shipped name) to "
+                    "sample once per value")
+            raise InputError(f"{option.flag} is {what}", field="--generator")
         extra = sorted({*cfg.family_options, *cfg.train_options} - {"seed"})
         if cfg.data is not None or extra:
             what = ", ".join(["--data"] * (cfg.data is not None) + [f"--{k.replace('_', '-')}" for k in extra])
             raise InputError(f"{option.flag} is a sampling option: nothing is trained, so {what} would do nothing", field="--param")
     return family, option, values
+
+
+def snapshot_sources(run_dir: Path, values: list) -> tuple[list[int], dict[int, Path]]:
+    """(the steps, each step's generator directory) of a learning-curve sweep: the run's snapshots and its
+    last step (the run directory itself); `all` is every one of them. InputError naming the steps there are."""
+    from drawgap.models.base import read_generator_record
+    from drawgap.models.training import snapshots
+
+    sources = snapshots(run_dir)
+    last = (read_generator_record(run_dir).get("training") or {}).get("step")
+    if isinstance(last, int):
+        sources.setdefault(last, run_dir)
+    if not sources:
+        raise InputError("has no snapshots and no training step: train it with --snapshot-every N", path=run_dir,
+                         field="--generator")
+    steps = sorted(sources) if values == ["all"] else values
+    missing = [v for v in steps if v not in sources]
+    if missing:
+        raise InputError(f"has no snapshot of step {', '.join(map(str, missing))} (it has {', '.join(map(str, sorted(sources)))})",
+                         path=run_dir, field="--param")
+    return steps, sources
 
 
 def _human_reference(cfg: SweepConfig, test) -> tuple[Path, int]:
@@ -303,15 +349,19 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print, progress: b
     pairs = resolve_critic_pairs(cfg.critics)  # loaded now: a bad --critics stops the sweep before any training
     critic_args = (dict(simclr=pairs[0][1], protonet=pairs[0][2]) if len(pairs) == 1
                    else dict(critics={name: (s, p) for name, s, p in pairs}))
-    if option.kind == "sampling":
+    if option.kind in ("sampling", "snapshot"):
         run_dir = resolve_run_dir(cfg.generator)
         trained = read_generator_record(run_dir)["generator"]
         if trained != family.name:
             raise InputError(f"expected a {family.name} generator for `drawgap sweep {family.name}`, got a {trained} run",
                              path=run_dir, field="--generator")
         model = load_generator(run_dir)
-        for v in values:  # the family's checks of every value before any drawing
-            model.sampling_options(**{"sampler": cfg.sampler, "steps": cfg.sampler_steps, option.name: v})
+        if option.kind == "snapshot":
+            values, snapshot_dirs = snapshot_sources(run_dir, values)
+            model.sampling_options(sampler=cfg.sampler, steps=cfg.sampler_steps)
+        else:
+            for v in values:  # the family's checks of every value before any drawing
+                model.sampling_options(**{"sampler": cfg.sampler, "steps": cfg.sampler_steps, option.name: v})
     test = read_dataset(cfg.test)
     if cfg.data is not None:
         read_dataset(cfg.data)  # a bad training file fails now, not after the first variant
@@ -368,6 +418,8 @@ def run_sweep(cfg: SweepConfig, echo: Callable[[str], None] = print, progress: b
                 echo(f"{step}: trained {s.step} steps in {s.seconds / 60:.1f} min, loss "
                      + ("-" if s.loss is None else f"{s.loss:.4f}"))
             source, sampling = run, {"sampler": cfg.sampler, "steps": cfg.sampler_steps}
+        elif option.kind == "snapshot":
+            source, sampling = snapshot_dirs[value], {"sampler": cfg.sampler, "steps": cfg.sampler_steps}
         else:
             source, sampling = run_dir, {"sampler": cfg.sampler, "steps": cfg.sampler_steps, option.name: value}
         samples = cfg.out / variant["samples"] if variant.get("samples") else None
