@@ -141,6 +141,24 @@ def test_session_sequence_and_resume(app, client):
     assert re.fullmatch(r"[0-9A-F]{10}", final["completion_code"])
 
 
+def test_a_token_the_page_proposes_is_kept_when_strong_so_a_lost_start_can_be_retried(app, client):
+    proposed = "A" * 20 + "b-_9" * 6  # 44 characters of the URL-safe alphabet
+    first = client.post("/api/participants", json={**IDS, "consent": True}, headers={"x-participant-token": proposed})
+    assert first.status_code == 200 and first.json()["participant_token"] == proposed
+    # the page never got that answer: its retry carries the same token and finds the participant
+    again = client.post("/api/participants", json={**IDS, "consent": True}, headers={"x-participant-token": proposed})
+    assert again.status_code == 200 and "participant_token" not in again.json()
+    assert again.json()["trials"] == first.json()["trials"]
+    assert client.request("POST", "/api/participants", json={**IDS, "consent": True}, anonymous=True).status_code == 409
+    # too short, or outside the alphabet: the server makes the token, as for a page that proposes none
+    for k, weak in enumerate(("short-token", "x" * 42, "!" * 50, "A" * 42 + "=", "A" * 129)):
+        ids = {"study_id": "study-1", "participant_id": f"weak-{k}"}
+        made = client.post("/api/participants", json={**ids, "consent": True},
+                           headers={"x-participant-token": weak})
+        assert made.status_code == 200 and made.json()["participant_token"] not in (weak, None)
+        assert len(made.json()["participant_token"]) >= 43
+
+
 def test_sequences_are_balanced_across_participants(client):
     # 12 stimuli, 3 per participant: after 4 participants every stimulus was assigned exactly once.
     seen = []

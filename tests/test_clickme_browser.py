@@ -116,10 +116,10 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
         server.stop()
 
     assert problems == []
-    # The page started the participant without a token, then sent the one it got with every request after.
-    assert api_tokens[0][:2] == ("POST", "participants") and api_tokens[0][2] is None
+    # The page made the participant's token and proposed it with the start, then sent it with every request after.
+    assert api_tokens[0][:2] == ("POST", "participants") and len(api_tokens[0][2] or "") >= 43, api_tokens[:1]
     later = [token for _, _, token in api_tokens[1:]]
-    assert later and len(set(later)) == 1 and later[0] and len(later[0]) >= 40, api_tokens[:5]
+    assert later and set(later) == {api_tokens[0][2]}, api_tokens[:5]
     assert {route.split("/")[0] for _, route, _ in api_tokens[1:]} >= {"participants", "partner", "trials"}
     answers_shown = [t for t in partner_texts if t.startswith("Partner: “") or t == "Partner: nothing yet…"]
     answered = sum(1 for body in sent.values() if body["partner"])
@@ -143,3 +143,46 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
         assert body["partner"] or body["outcome"] == "skipped"  # ...and the partner answered: a category, or
         for a in body["partner"]:  # null for "nothing yet", which is never correct
             assert (a["guess"] in {"shape00", "shape01", "shape02", "shape03"}) or (a["guess"] is None and not a["correct"])
+
+
+def test_a_start_whose_answer_is_lost_is_retried_with_the_same_token(tmp_path):
+    """The server stores the start but its answer never reaches the page (a connection reset): the page's retry
+    carries the token it proposed, so the server recognizes the participant instead of refusing a second start
+    (a server-made token would have been lost with the answer, and the participant locked out)."""
+    import hashlib
+
+    from playwright.sync_api import expect, sync_playwright
+
+    stimuli = make_test_stimuli(tmp_path)
+    db = tmp_path / "clickme.sqlite3"
+    server = ServerProcess(stimuli, str(db), tmp_path / "server.log", "--trials", "2").start()
+    starts: list[tuple[int, str | None]] = []  # (status the server answered, the token the start carried)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+
+            def start(route):
+                if route.request.method != "POST":
+                    return route.fallback()
+                answer = route.fetch()  # the server gets the start and answers...
+                starts.append((answer.status, route.request.headers.get("x-participant-token")))
+                if len(starts) == 1:
+                    route.abort("connectionreset")  # ...and the page never sees the first answer
+                else:
+                    route.fulfill(response=answer)
+
+            page.route("**/api/participants", start)
+            page.goto(f"{server.url}/?PROLIFIC_PID=lost-start&STUDY_ID=study-1")
+            page.get_by_role("button", name="I agree").click()
+            expect(page.get_by_role("button", name="Next")).to_be_visible(timeout=15_000)  # the instructions
+            browser.close()
+    finally:
+        server.stop()
+
+    assert [status for status, _ in starts] == [200, 200], starts
+    token = starts[0][1]
+    assert token and len(token) >= 43 and starts[1][1] == token
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT token_sha256 FROM participants WHERE participant_id='lost-start'").fetchall()
+    assert rows == [(hashlib.sha256(token.encode()).hexdigest(),)]

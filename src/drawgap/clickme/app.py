@@ -15,8 +15,9 @@ Routes
     GET  /api/admin/export                   the clicks file (.npz)     } (see security.py)
     GET  /healthz                            liveness
 
-"token": the participant's secret, given once by POST /api/participants (`participant_token`), sent with
-every later request for that participant as `X-Participant-Token` (security.py).
+"token": the participant's secret, given once by POST /api/participants (`participant_token`: the one the page
+proposed with the start as `X-Participant-Token` when it is strong enough, so that a lost answer can be retried),
+sent with every later request for that participant as `X-Participant-Token` (security.py).
 
 Errors are JSON `{"detail": "<why>"}`: 400 malformed JSON, 401/403 admin or participant token, 404 unknown
 participant, 408 body too slow, 409 a trial that does not fit the participant's sequence or reuses a trial

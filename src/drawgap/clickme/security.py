@@ -1,8 +1,9 @@
 """The server's guards: body size and time limits, security headers (CSP), rate limits per participant, per
 client address and for the whole server (shared by the server's processes), participant tokens, admin token.
 
-A participant gets a secret token when created (`new_participant_token`; the database keeps only its
-sha256) and sends it with every later request as `X-Participant-Token`: knowing a participant's id (it is in
+A participant gets a secret token when created (the page's own, proposed with the start when it is as strong
+as `new_participant_token`'s, so that a start whose answer was lost can be retried; else a new one; the
+database keeps only its sha256) and sends it with every later request as `X-Participant-Token`: knowing a participant's id (it is in
 the study link) is not enough to read their state, submit their trials, ask their partner or see their
 completion code.
 
@@ -22,6 +23,7 @@ import ipaddress
 import json
 import mmap
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -296,6 +298,18 @@ PARTICIPANT_TOKEN_HEADER = "x-participant-token"
 def new_participant_token() -> str:
     """A participant's secret: 256 random bits, URL-safe text."""
     return secrets.token_urlsafe(32)
+
+
+# A token the page proposes for a new participant: as long as ours (256 bits as URL-safe base64 at least) and
+# of the same alphabet, so that it is as hard to guess.
+_PROPOSED_TOKEN = re.compile(r"[A-Za-z0-9_-]{43,128}")
+
+
+def acceptable_proposed_token(token: str | None) -> bool:
+    """Whether the page's own token for a participant it is starting can be theirs: a page that proposes one
+    can retry a start whose answer was lost (the retry carries it), where a server-made token would be lost
+    with that answer and the participant locked out."""
+    return bool(token) and _PROPOSED_TOKEN.fullmatch(token) is not None
 
 
 def token_digest(token: str) -> str:

@@ -30,7 +30,7 @@ from drawgap.clickme.config import GameConfig
 from drawgap.clickme.db import (AssignmentRow, ClickRow, ParticipantRow, SettingRow, StimulusRow, TrialRow, utcnow,
                                 writer)
 from drawgap.clickme.effort import TrialEffort, effort_problem
-from drawgap.clickme.security import digest_matches, new_participant_token, token_digest
+from drawgap.clickme.security import acceptable_proposed_token, digest_matches, new_participant_token, token_digest
 from drawgap.clickme.sequence import balanced_sequence, participant_seed
 from drawgap.clickme.stimuli import StimulusSet
 from drawgap.errors import InputError
@@ -217,14 +217,15 @@ class ClickMeStore:
 
     def create_participant(self, study_id: str, participant_id: str, token: str | None = None
                            ) -> tuple[ParticipantInfo, str | None]:
-        """(the participant, their new token) for new ids: made with a balanced sequence and a token. For
-        known ids, only with their token: (the participant, None), so that a retried start is harmless
-        (else 409: the ids are taken, and the id alone gives nothing)."""
+        """(the participant, their new token) for new ids: made with a balanced sequence and a token (the one
+        the page proposes, `token`, when it is as strong as ours: then a start whose answer was lost can be
+        retried). For known ids, only with their token: (the participant, None), so that a retried start is
+        harmless (else 409: the ids are taken, and the id alone gives nothing)."""
         info = self.participant(study_id, participant_id)
         if info is not None:
             return self._existing(info, token), None
         seed = participant_seed(self.config.seed, study_id, participant_id)
-        new_token = new_participant_token()
+        new_token = token if acceptable_proposed_token(token) else new_participant_token()
         try:
             with self.WriteSession.begin() as s:
                 if self.engine.dialect.name == "postgresql":

@@ -3,9 +3,12 @@
  * until the server acknowledges it, sent again (with the same trial id, which the server stores once)
  * after any failure, and sent again when the page is reloaded.
  *
- * The server gives a participant a secret token when they start; every later request for them carries it
- * (X-Participant-Token). It is kept in localStorage, per study and participant, so that a reload or a
- * reopened tab continues; the participant id alone (it is in the link) gives nobody else their session.
+ * A participant's secret token is made here, before their start is sent, and proposed to the server with it
+ * (the server keeps it when it is as strong as its own, else answers with one of its own); every later
+ * request for them carries it (X-Participant-Token). Made before the start, a start whose answer was lost
+ * can be sent again with the same token, and the server recognizes it instead of refusing a second start.
+ * It is kept in localStorage, per study and participant, so that a reload or a reopened tab continues; the
+ * participant id alone (it is in the link) gives nobody else their session.
  */
 var ClickMeApi = (function () {
   "use strict";
@@ -20,6 +23,12 @@ var ClickMeApi = (function () {
     } catch (err) {
       return memoryTokens[tokenKey(ids)] || null;
     }
+  }
+
+  /** 256 random bits as URL-safe base64 (43 characters), as the server's own tokens. */
+  function newToken() {
+    const bytes = window.crypto.getRandomValues(new Uint8Array(32));
+    return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
 
   const memoryTokens = {}; // storage disabled: the token lasts for this page only
@@ -122,9 +131,20 @@ var ClickMeApi = (function () {
     getConsent() {
       return request("GET", "/api/consent", undefined, { retry: true });
     },
-    /** Start the participant; the server's answer carries their token, kept for every later request. */
+    /**
+     * Start the participant with a token made here (sent again by every retry of the start); the server's
+     * answer carries the token it kept, kept for every later request. A refused start drops a token made here.
+     */
     async createParticipant(ids) {
-      const state = await request("POST", "/api/participants", { ...ids, consent: true }, { retry: true, ids });
+      const proposed = !getToken(ids);
+      if (proposed) setToken(ids, newToken());
+      let state;
+      try {
+        state = await request("POST", "/api/participants", { ...ids, consent: true }, { retry: true, ids });
+      } catch (err) {
+        if (proposed) setToken(ids, null);
+        throw err;
+      }
       if (state.participant_token) setToken(ids, state.participant_token);
       delete state.participant_token;
       return state;
