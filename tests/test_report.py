@@ -233,6 +233,27 @@ def test_plane_draws_each_system_with_its_interval(results):
         assert ybars.get_segments()[0][:, 1] == pytest.approx([lo, hi])
 
 
+def test_the_paper_labels_do_not_overlap_on_the_rendered_plane():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from drawgap.report.figures import plot_comparison
+    from drawgap.report.paper_points import paper_points
+
+    # the Omniglot points (humans and CFGDM 0.025 apart) on the axes of the baselines' plane, a system beside them
+    systems = [{"name": name, "is_human": False, "diversity": x, "recognizability": y, "ci95": {}}
+               for name, x, y in (("ours", 0.42, 97.2), ("a GAN", 0.04, 60.0), ("an FSDM", 0.90, 9.0))]
+    fig = plot_comparison(systems, paper=paper_points("omniglot"))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [t for t in fig.axes[0].texts if t.get_text().startswith("paper ")]
+    assert len(texts) == len(paper_points("omniglot"))
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    overlapping = [(texts[i].get_text(), texts[j].get_text()) for i in range(len(boxes)) for j in range(i)
+                   if boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
+
+
 def test_originality_figure_draws_densities_and_curves(results):
     r = load_results(results)
     fig = plot_originality(r.systems, {n: (np.array([0.3, 0.5, 0.5, 0.7]), None, 4) for n in ("human", "DDPM")})

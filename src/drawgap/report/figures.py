@@ -52,7 +52,6 @@ def plot_diversity_recognizability(systems, ax: Axes | None = None, paper: dict 
     for name, (x, y) in (paper or {}).items():
         ax.plot(x, y, linestyle="none", marker="*" if name == "human" else "D", markersize=9 if name == "human" else 6,
                 markerfacecolor="none", markeredgecolor="0.45", zorder=1)
-        ax.annotate(f"paper {name}", (x, y), xytext=(4, -9), textcoords="offset points", fontsize=6, color="0.4")
     if paper:
         ax.plot([], [], linestyle="none", marker="D", markerfacecolor="none", markeredgecolor="0.45", label="the paper's points")
     for s in systems:
@@ -65,7 +64,48 @@ def plot_diversity_recognizability(systems, ax: Axes | None = None, paper: dict 
     ax.set_title("diversity vs recognizability")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+    if paper:  # labelled last: the axes' limits are final, so the labels can be kept apart
+        points = [(x, y) for x, y in paper.values()] + [(s["diversity"], s["recognizability"]) for s in systems]
+        _label_apart(ax, [(f"paper {name}", x, y) for name, (x, y) in paper.items()], points, fontsize=6, color="0.4")
     return fig
+
+
+# Offsets (points) and alignment tried for a label, in order of preference: below right of its point first.
+_LABEL_SPOTS = [(4, -10, "left"), (4, 3, "left"), (-4, 3, "right"), (-4, -10, "right"),
+                (4, -18, "left"), (4, 11, "left"), (-4, -18, "right"), (-4, 11, "right")]
+
+
+def _label_apart(ax: Axes, labels: list[tuple[str, float, float]], points: list[tuple[float, float]],
+                 fontsize: float, color: str) -> None:
+    """Annotate each (text, x, y) at the first of `_LABEL_SPOTS` whose text box overlaps no label placed
+    before it and no marker of `points` (else the spot that overlaps least). Boxes are estimated in points
+    from the axes' size and limits and the text's length, which is enough for a few short labels; matplotlib
+    has no label placement of its own, and adjustText would be a dependency for these few labels."""
+    width_in, height_in = ax.figure.get_size_inches() * ax.get_position().size
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+
+    def to_points(x, y):
+        return (x - x0) / (x1 - x0) * width_in * 72, (y - y0) / (y1 - y0) * height_in * 72
+
+    def overlap(a, b):
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    markers = [(px - 3, py - 3, px + 3, py + 3) for px, py in (to_points(x, y) for x, y in points)]
+    placed: list[tuple[float, float, float, float]] = []
+    for text, x, y in labels:
+        px, py = to_points(x, y)
+        w, h = 0.55 * fontsize * len(text), 1.1 * fontsize
+
+        def box(spot):
+            dx, dy, ha = spot
+            left = px + dx if ha == "left" else px + dx - w
+            return left, py + dy, left + w, py + dy + h
+
+        cost = [sum(overlap(box(spot), other) for other in placed + markers) for spot in _LABEL_SPOTS]
+        spot = _LABEL_SPOTS[cost.index(min(cost))]  # the first of the least overlapping
+        placed.append(box(spot))
+        ax.annotate(text, (x, y), xytext=spot[:2], textcoords="offset points", ha=spot[2], va="bottom",
+                    fontsize=fontsize, color=color)
 
 
 def plot_generalization_curves(systems, ax: Axes | None = None) -> Figure:
@@ -90,7 +130,8 @@ def plot_generalization_curves(systems, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("recognizability (%)")
     ax.set_title("generalization curves")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # no system with a curve: no empty legend
+        ax.legend(fontsize="small")
     return fig
 
 
