@@ -173,6 +173,26 @@ def test_participant_flooding_from_one_address_is_limited(stimuli, tmp_path):
         server.stop()
 
 
+def test_limits_are_set_from_the_command_line(stimuli, tmp_path, cli):
+    # a lab behind one router: more starts per address than the default burst of 10
+    server = ServerProcess(stimuli, str(tmp_path / "c.sqlite3"), tmp_path / "server.log", "--trials", "2",
+                           "--practice", "0", "--limit", "address-join=0.01/13").start()
+    try:
+        with client_from(server, "127.0.0.9") as lab:
+            codes = Counter(lab.post("/api/participants", json={"study_id": "s", "participant_id": f"lab-{k}", "consent": True}
+                                     ).status_code for k in range(16))
+        assert codes == {200: 13, 429: 3}, codes
+    finally:
+        server.stop()
+    for bad, says in (("address-join", "expected NAME=RATE/BURST with NAME one of partner, address-partner,"),
+                      ("per-minute=1/2", "with NAME one of"), ("total-join=0/5", "expected RATE/BURST for total-join"),
+                      ("partner=5", "got '5'"), ("partner=5/0", "a bucket of at least 1"), ("partner=nan/3", "got 'nan/3'")):
+        r = cli("clickme", "serve", stimuli, "--db", tmp_path / "bad.sqlite3", "--limit", bad)
+        assert r.code == 2 and r.err.startswith("drawgap: error: --limit: ") and says in r.err, (bad, r.err)
+        assert len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.sqlite3").exists()
+
+
 def descendants(pid: int) -> set[int]:
     found = set()
     try:

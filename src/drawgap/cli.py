@@ -469,6 +469,13 @@ def clickme_stimuli(
                + ("'nothing yet'" if blank is None else f"{blank!r}") + f" (p {check['blank_canvas']['probability']:.2f})")
 
 
+def _default_limits() -> str:
+    """GameConfig's rate limits as `--limit` would give them, for the help (stdlib-only module: no extra needed)."""
+    from drawgap.clickme.config import GameConfig
+
+    return ", ".join(f"{name.replace('_', '-')}={rate:g}/{burst:g}" for name, (rate, burst) in GameConfig().rate_limits().items())
+
+
 @clickme_app.command("serve")
 def clickme_serve(
     stimuli: Path = typer.Argument(..., help="Stimuli folder written by `drawgap clickme stimuli`."),
@@ -493,17 +500,21 @@ def clickme_serve(
     seed: int = typer.Option(0, "--seed", help="Seed of the participants' sequences."),
     workers: int = typer.Option(1, "--workers", help="Server processes (each with its own partner: one per core)."),
     torch_threads: int = typer.Option(1, "--torch-threads", help="CPU threads of each partner's network."),
+    limit: list[str] = typer.Option([], "--limit", metavar="NAME=RATE/BURST", help="A rate limit, NAME=RATE/BURST (requests per second, bucket size), "
+                                    "repeatable; NAME: partner (per participant), address-partner, total-partner, "
+                                    "address-join (new participants per client address), total-join. Defaults: "
+                                    f"{_default_limits()}; raise address-* for many participants behind one router."),
 ) -> None:
     """Run the game's server: the experiment page, the partner and the database."""
     _require_clickme_extra()
     from drawgap.clickme.app import serve
-    from drawgap.clickme.config import GameConfig, read_consent
+    from drawgap.clickme.config import GameConfig, parse_limits, read_consent
 
     config = GameConfig(time_limit_s=time_limit, brush_px=brush, points_per_query=points_per_query,
                         partner_nothing_yet=partner_nothing_yet,
                         trials_per_participant=trials, practice_trials=practice, completion_code=completion_code, seed=seed,
                         effort_min_trial_ms=min_trial_ms, effort_min_points=min_points,
-                        effort_max_skipped_fraction=max_skipped, body_timeout_s=body_timeout,
+                        effort_max_skipped_fraction=max_skipped, body_timeout_s=body_timeout, **parse_limits(limit),
                         **(read_consent(consent) if consent is not None else {}))
     typer.echo(f"serving ClickMe on http://{host}:{port}/?PROLIFIC_PID=...&STUDY_ID=...  (admin routes "
                f"{'enabled' if admin_token else 'disabled'})", err=True)

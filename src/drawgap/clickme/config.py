@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +45,32 @@ MAX_POINTS = 100_000  # the schemas' static bound on points per trial (the confi
 LIMIT_FIELDS = ("partner_rate_per_s", "partner_burst", "address_partner_rate_per_s", "address_partner_burst",
                 "total_partner_rate_per_s", "total_partner_burst", "address_join_rate_per_s", "address_join_burst",
                 "total_join_rate_per_s", "total_join_burst")
+
+
+LIMIT_NAMES = ("partner", "address_partner", "total_partner", "address_join", "total_join")
+
+
+def parse_limits(texts: list[str]) -> dict:
+    """`--limit NAME=RATE/BURST` values -> GameConfig fields, e.g. "address-join=1/50" -> {address_join_rate_per_s:
+    1.0, address_join_burst: 50}: a study behind one router (a lab, a campus) may need more than one address's
+    default share. InputError (field --limit) naming the limits there are, or what a value must be."""
+    found: dict = {}
+    for text in texts:
+        name, sep, value = str(text).partition("=")
+        key = name.strip().replace("-", "_")
+        if not sep or key not in LIMIT_NAMES:
+            raise InputError(f"expected NAME=RATE/BURST with NAME one of {', '.join(n.replace('_', '-') for n in LIMIT_NAMES)}, "
+                             f"got {text!r}", field="--limit")
+        rate, slash, burst = value.partition("/")
+        try:
+            rate_value, burst_value = float(rate), int(burst)
+        except ValueError:
+            rate_value = burst_value = None
+        if not slash or rate_value is None or not (math.isfinite(rate_value) and rate_value > 0) or burst_value < 1:
+            raise InputError(f"expected RATE/BURST for {key.replace('_', '-')}: requests per second > 0 and a bucket of at "
+                             f"least 1 (e.g. 0.5/20), got {value!r}", field="--limit")
+        found.update({f"{key}_rate_per_s": rate_value, f"{key}_burst": burst_value})
+    return found
 
 
 @dataclass(frozen=True)
