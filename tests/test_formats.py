@@ -190,3 +190,32 @@ def test_cli_validate_exit_codes(tmp_path, tiny_dataset, cli):
     r = cli("data", "validate", tmp_path / "junk.npz")
     assert r.code == 2
     assert r.err.count("\n") == 1 and "junk.npz" in r.err
+
+
+def test_weights_files_have_the_same_bytes_in_every_process(tmp_path):
+    # safetensors orders the metadata by a per-process hash seed; drawgap sorts it, so the sha256 recorded for
+    # a generator's weights is reproducible. Five keys: 120 orders, so two processes agree by chance 1 in 120.
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, torch\n"
+            "from drawgap.weights import save_safetensors\n"
+            "save_safetensors({'w': torch.arange(6.0).view(2, 3), 'b': torch.ones(2)}, sys.argv[1],\n"
+            "                 metadata={k: k.upper() for k in ('format', 'generator', 'alpha', 'zeta', 'mid')})\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="1")
+    paths = [tmp_path / f"w{k}.safetensors" for k in range(2)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env, timeout=120)
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    assert len(digests) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(paths[0]), "pt") as f:
+        assert f.metadata() == {k: k.upper() for k in ("format", "generator", "alpha", "zeta", "mid")}
+        assert f.get_tensor("w").tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]] and f.get_tensor("b").tolist() == [1.0, 1.0]
+    assert list(json.loads(paths[0].read_bytes()[8:8 + int.from_bytes(paths[0].read_bytes()[:8], "little")])["__metadata__"]) \
+        == ["alpha", "format", "generator", "mid", "zeta"]

@@ -41,7 +41,7 @@ def _context_sweep(files, out, *extra):
 
 
 def _weights(run):
-    """A hash of the tensors (not of the file: safetensors writes its metadata in a per-process order)."""
+    """A hash of the tensors, which the weights file holds beside its metadata."""
     from drawgap.models.training import weights_sha256
 
     return weights_sha256(load_generator(run))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import torch
@@ -30,13 +31,38 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_weights(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> str:
-    """The module's state as safetensors (contiguous CPU tensors), written atomically; returns its sha256."""
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """`safetensors.torch.save_file`, atomically, with the same bytes for the same tensors and metadata in any
+    process: safetensors writes the metadata in the order of a Rust hash map, seeded per process, so the file's
+    sha256 (recorded in generator.json and TRAINING.md) changed from one run to the next. The metadata is
+    rewritten in sorted key order, in place (the header keeps its length, so the data offsets hold)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=metadata)
+        if metadata and len(metadata) > 1:
+            _sort_header_metadata(Path(tmp))
+    return Path(path)
+
+
+def _sort_header_metadata(path: Path) -> None:
+    with open(path, "r+b") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        raw = fh.read(length)
+        header = json.loads(raw)  # keeps the order of the tensors' entries
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        ordered = {"__metadata__": header.pop("__metadata__"), **header}
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > length:  # not the format this expects: leave the file as safetensors wrote it
+            return
+        fh.seek(8)
+        fh.write(text + b" " * (length - len(text)))  # safetensors pads its header with spaces
+
+
+def write_weights(module: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> str:
+    """The module's state as safetensors (contiguous CPU tensors), written atomically; returns its sha256."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    save_safetensors(state, path, metadata)
     return file_sha256(path)
 
 

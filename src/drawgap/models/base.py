@@ -198,10 +198,7 @@ class Generator(nn.Module, ABC):
         as float16 with `float16` (they load into float32 modules; half the size), and `record` (the run's
         generator.json) marked so, with the new weights' sha256. Such a copy samples exactly as the run's weights
         rounded to float16 do; it cannot be trained on (`drawgap train --resume` reads checkpoints, never this)."""
-        from safetensors.torch import save_file
-
-        from drawgap.io import atomic_path
-        from drawgap.weights import file_sha256
+        from drawgap.weights import file_sha256, save_safetensors
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -209,9 +206,8 @@ class Generator(nn.Module, ABC):
                  if not k.startswith(self.training_only_prefixes)}
         if float16:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-                      metadata={"format": GENERATOR_FORMAT, "generator": self.name})
+        save_safetensors({k: v.contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE,
+                         metadata={"format": GENERATOR_FORMAT, "generator": self.name})
         out = {key: value for key, value in record.items() if key not in ("weights_sha256", "weights_storage", "weights_content")}
         out["weights_sha256"] = file_sha256(directory / WEIGHTS_FILE)
         out["weights_storage"] = "float16" if float16 else "float32"
