@@ -40,6 +40,7 @@ def paint(page, stroke_offset: int) -> None:
 
 
 def test_participant_plays_the_game_in_chromium(tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
     assert (PAGE_DIR / "index.html").is_file(), "page not built: run `make clickme-web`"
@@ -106,7 +107,10 @@ def test_participant_plays_the_game_in_chromium(tmp_path):
             paint(page, 30)
             skip = page.get_by_role("button", name="Skip this drawing")
             if skip.is_enabled():
-                skip.click()
+                try:  # the 3 s trial may end between the check and the click (a loaded machine): then no skip
+                    skip.click(timeout=2000)
+                except PlaywrightTimeout:
+                    pass
             code = page.locator("#clickme-code")
             expect(code).not_to_have_text("", timeout=10_000)
             page.screenshot(path=str(tmp_path / "clickme_debrief.png"))
