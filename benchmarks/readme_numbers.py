@@ -103,7 +103,7 @@ NOT_RERUN = [
     ("strokes pixel 1-NN accuracy (81 %, 58 %)", "not a CLI output"),
     ("importance-map reliabilities", "`benchmarks/guided_map_reliability.py` (minutes)"),
     ("the two Omniglot critic pairs (omniglot vs omniglot-b: humans, omniglot-cfgdm g = 1, agreement)", "console lines "
-     "with their commands beside them; the CFGDM one needs the Omniglot table's samples (13 minutes of sampling)"),
+     "with their commands beside them; the CFGDM one needs the Omniglot table's samples (16 minutes of sampling on one core)"),
     ("QuickDraw-FS from the real drawings (455 / 95 classes, 550 sub-categories, cluster sizes)", "3.5 to 5 minutes of "
      "building from ../shared/data/quickdraw; the command is printed beside them"),
     ("training and serving speeds (bench_training on this CPU and on an H200, bench_clickme with --abusive)", "timings: "
