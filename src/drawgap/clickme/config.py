@@ -42,12 +42,9 @@ DEFAULT_CONSENT = (
 MAX_CONSENT_CHARS = 20_000
 MAX_TIME_LIMIT_MS = 600_000  # time_limit_s is at most 600
 MAX_POINTS = 100_000  # the schemas' static bound on points per trial (the config's limit is at most this)
-LIMIT_FIELDS = ("partner_rate_per_s", "partner_burst", "address_partner_rate_per_s", "address_partner_burst",
-                "total_partner_rate_per_s", "total_partner_burst", "address_join_rate_per_s", "address_join_burst",
-                "total_join_rate_per_s", "total_join_burst")
-
-
+# The token buckets (GameConfig.rate_limits), each set by two fields: NAME_rate_per_s and NAME_burst.
 LIMIT_NAMES = ("partner", "address_partner", "total_partner", "address_join", "total_join")
+LIMIT_FIELDS = tuple(f"{name}_{part}" for name in LIMIT_NAMES for part in ("rate_per_s", "burst"))
 
 
 def parse_limits(texts: list[str]) -> dict:

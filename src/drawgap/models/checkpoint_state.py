@@ -61,11 +61,13 @@ def _load_schedule_states(schedulers: list, checkpoint: Path) -> None:
         scheduler.load_state_dict(state)
 
 
-def remove_stale_checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Remove `checkpoints/.step_N.tmp` folders that a killed run left half-written (a complete checkpoint
-    is renamed to `step_N`; one training writes a run directory at a time). Returns those removed."""
-    root = Path(run_dir) / "checkpoints"
-    stale = sorted(p for p in root.glob(".step_*.tmp") if p.is_dir() and not p.is_symlink()) if root.is_dir() else []
+def remove_stale_checkpoint_dirs(run_dir: Path, folders: tuple[str, ...]) -> list[Path]:
+    """Remove the `.step_N.tmp` folders that a killed run left half-written in `folders` of its run directory (a
+    complete one is renamed to `step_N`; one training writes a run directory at a time). Returns those removed."""
+    stale = []
+    for folder in folders:
+        root = Path(run_dir) / folder
+        stale += sorted(p for p in root.glob(".step_*.tmp") if p.is_dir() and not p.is_symlink()) if root.is_dir() else []
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale

@@ -77,7 +77,7 @@ class TrainOptions:
     checkpoint_every: int = option(500, "Checkpoint every N steps (and on Ctrl-C / SIGTERM).")
     keep_checkpoints: int = 2
     snapshot_every: int = option(0, "Also keep the sampling weights (EMA) of every Nth step in RUN/snapshots/step_N, for "
-                                 "learning curves (`drawgap sweep FAMILY --generator RUN --param step=all`); a multiple of "
+                                 "learning curves (`drawgap sweep FAMILY --generator RUN --param training-step=all`); a multiple of "
                                  "--checkpoint-every; 0: none.")
     augment_class: bool = option(False, "QuickDraw-FS class augmentation (SPEC.md 1.2).")
     log_every: int = 10
@@ -275,9 +275,7 @@ def train(
                   **({"init_from": init_from} if init_from else {})}
         write_json_atomic(run_dir / "train.json", {**record, "provenance": provenance(record, options.seed)})
     if main:
-        remove_stale_checkpoint_dirs(run_dir)  # left by a run killed while saving
-        for stale in (run_dir / SNAPSHOTS).glob(".step_*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_stale_checkpoint_dirs(run_dir, (CHECKPOINTS, SNAPSHOTS))  # left by a run killed while saving
     accelerator.wait_for_everyone()
 
     def save_checkpoint() -> None:

@@ -167,7 +167,7 @@ def parse_param(family, text: str) -> tuple[SweptOption, list]:
         except ValueError:
             raise InputError(f"expected {option.expects} for {option.flag}, got {part!r} in {values_text!r}",
                              field="--param") from None
-    if "all" in values and len(values) > 1:
+    if option is TRAINING_STEP and "all" in values and len(values) > 1:
         raise InputError(f"expected all alone or a list of steps for {option.flag}, got {values_text!r}", field="--param")
     labels = [_label(v) for v in values]
     if len(set(labels)) != len(labels):
